@@ -1,0 +1,38 @@
+"""`python -m mbserver IP:PORT [options]`: parse the command line, then serve.
+
+Exit status: 0 after a graceful stop, 1 if the address cannot be listened
+on, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from .config import parse_args
+from .server import Server, format_address
+
+_LEVELS = {0: logging.WARNING, 1: logging.INFO}
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=_LEVELS.get(settings.verbosity, logging.DEBUG),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    server = Server(settings)
+    try:
+        server.start()
+    except OSError as error:
+        where = format_address(settings.host, settings.port)
+        print(f"mbserver: cannot listen on {where}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    print(f"mbserver listening on {server.address}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

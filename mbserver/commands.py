@@ -1,0 +1,228 @@
+"""Protocol-neutral command semantics: a Request in, a Result out.
+
+What lives here: the request and result types every protocol codec shares,
+and ``Commands.execute``, which takes the store lock, calls the store, counts
+the statistics, and releases the lock before returning. What does not: bytes
+on the wire (``protocol/``) and sockets (``connection``).
+
+The lock is held only around store calls, which never yield, so no greenlet
+can be holding it while it waits on a socket.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+from . import stats as statsmod
+from .rwlock import RWLock
+from .store import (
+    EXISTS,
+    NOT_FOUND,
+    NO_MEMORY,
+    OK,
+    TOO_LARGE,
+    Item,
+    Mode,
+    Status,
+    Store,
+)
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .stats import Stats
+
+
+class Request(NamedTuple):
+    """One parsed command. Codecs fill in the fields their command uses."""
+
+    command: str  # see Commands.execute for the names
+    key: bytes = b""
+    value: bytes = b""
+    flags: int = 0
+    exptime: int = 0  # memcached exptime (ttl or Unix time), or a flush delay
+    cas: int = 0
+    delta: int = 0
+    initial: int | None = None  # incr/decr: create missing keys with this
+    refused: bool = False  # a store whose value was too large to accept
+    # Protocol bookkeeping, ignored by the command layer:
+    opcode: int = 0
+    opaque: int = 0
+    quiet: bool = False
+    echo_key: bool = False
+
+
+class Result(NamedTuple):
+    status: Status
+    cas: int = 0
+    item: Item | None = None
+    number: int = 0  # incr/decr: the new value
+    stats: list[tuple[str, str]] | None = None
+
+
+_MODES = {mode.value: mode for mode in Mode}
+
+RESULT_OK = Result(OK)
+RESULT_NOT_FOUND = Result(NOT_FOUND)
+
+
+class Commands:
+    """Executes requests against one store, under its lock, counting stats."""
+
+    def __init__(self, store: Store, lock: RWLock, stats: Stats, settings: Settings):
+        self.store = store
+        self.lock = lock
+        self.stats = stats
+        self.settings = settings
+        self._handlers = {
+            "get": self._get,
+            "gat": self._gat,
+            "touch": self._touch,
+            "delete": self._delete,
+            "incr": self._arith,
+            "decr": self._arith,
+            "flush": self._flush,
+            "stats": self._stats,
+            "noop": self._nothing,
+            "version": self._nothing,
+            "quit": self._nothing,
+            "verbosity": self._nothing,
+            "unknown": self._nothing,  # the codec answers it; nothing to do here
+        }
+        for mode in _MODES:
+            self._handlers[mode] = self._store
+
+    def execute(self, request: Request) -> Result:
+        handler = self._handlers.get(request.command)
+        if handler is None:
+            raise ValueError(f"no such command: {request.command!r}")
+        return handler(request)
+
+    # -- reads -----------------------------------------------------------
+
+    def _get(self, request: Request) -> Result:
+        lock = self.lock
+        lock.acquire_read()
+        try:
+            item = self.store.get(request.key)
+        finally:
+            lock.release_read()
+        stats = self.stats
+        stats.cmd_get += 1
+        if item is None:
+            stats.get_misses += 1
+            return RESULT_NOT_FOUND
+        stats.get_hits += 1
+        return Result(OK, item.cas, item)
+
+    def _gat(self, request: Request) -> Result:
+        result = self._touch(request)
+        if result.item is not None:
+            return result
+        return RESULT_NOT_FOUND
+
+    def _touch(self, request: Request) -> Result:
+        with self.lock.write():
+            item = self.store.touch(request.key, request.exptime)
+        self.stats.cmd_touch += 1
+        if item is None:
+            self.stats.touch_misses += 1
+            return RESULT_NOT_FOUND
+        self.stats.touch_hits += 1
+        return Result(OK, item.cas, item)
+
+    # -- writes ----------------------------------------------------------
+
+    def _store(self, request: Request) -> Result:
+        mode = _MODES[request.command]
+        store = self.store
+        with self.lock.write():
+            if request.refused:
+                status, cas = store.refuse(mode, request.key), 0
+            else:
+                status, cas = store.store(
+                    mode,
+                    request.key,
+                    request.value,
+                    request.flags,
+                    request.exptime,
+                    request.cas,
+                )
+        stats = self.stats
+        stats.cmd_set += 1
+        if request.cas:
+            if status is OK:
+                stats.cas_hits += 1
+            elif status is EXISTS:
+                stats.cas_badval += 1
+            elif status is NOT_FOUND:
+                stats.cas_misses += 1
+        if status is TOO_LARGE:
+            stats.store_too_large += 1
+        elif status is NO_MEMORY:
+            stats.store_no_memory += 1
+        return Result(status, cas)
+
+    def _delete(self, request: Request) -> Result:
+        with self.lock.write():
+            status = self.store.delete(request.key, request.cas)
+        if status is OK:
+            self.stats.delete_hits += 1
+        elif status is NOT_FOUND:
+            self.stats.delete_misses += 1
+        return Result(status)
+
+    def _arith(self, request: Request) -> Result:
+        incr = request.command == "incr"
+        with self.lock.write():
+            status, number, cas = self.store.arith(
+                request.key,
+                incr,
+                request.delta,
+                request.initial,
+                request.exptime,
+                request.cas,
+            )
+        name = "incr" if incr else "decr"
+        counter = f"{name}_misses" if status is NOT_FOUND else f"{name}_hits"
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        return Result(status, cas, number=number)
+
+    def _flush(self, request: Request) -> Result:
+        with self.lock.write():
+            self.store.flush(request.exptime)
+        self.stats.cmd_flush += 1
+        return RESULT_OK
+
+    # -- the rest --------------------------------------------------------
+
+    def _stats(self, request: Request) -> Result:
+        group = request.key.decode("ascii", "replace").strip()
+        # `stats reset` writes; every other group only reads.
+        with self.lock.write() if group == "reset" else self.lock.read():
+            pairs = self._stat_group(group)
+        if pairs is None:
+            return RESULT_NOT_FOUND
+        return Result(OK, stats=pairs)
+
+    def _stat_group(self, group: str) -> list[tuple[str, str]] | None:
+        store, stats, settings = self.store, self.stats, self.settings
+        if group == "":
+            return statsmod.general(stats, store, settings)
+        if group == "settings":
+            return statsmod.settings_group(settings, stats)
+        if group == "items":
+            return statsmod.items_group(store)
+        if group == "slabs":
+            return statsmod.slabs_group(store)
+        if group == "sizes":
+            return statsmod.sizes_group(store)
+        if group == "conns":
+            return statsmod.conns_group(stats)
+        if group == "reset":
+            stats.reset()
+            store.reset_counters()
+            return []
+        return None
+
+    def _nothing(self, request: Request) -> Result:
+        return RESULT_OK

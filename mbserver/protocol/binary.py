@@ -1,0 +1,398 @@
+"""The memcached binary protocol, sans I/O: bytes in → Requests; Results → bytes.
+
+What lives here: packet framing, the per-opcode length rules, turning every
+quiet opcode into "the loud command + quiet" at parse time, and writing each
+Result as memcached 1.6 writes it. What does not: sockets (``connection``)
+and command semantics (``commands``).
+
+``BinaryParser`` buffers what it is fed and hands out one ``Request`` per
+complete packet. Sizes are checked from the header before any body is
+buffered: a value over the item size limit is skipped as it arrives (the
+request still reaches the command layer, marked ``refused``), and a header
+whose lengths do not fit its opcode raises ``ProtocolError`` carrying the
+0x04 reply to send before closing, as memcached does.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+
+from .. import PROTOCOL_VERSION
+from ..commands import Request, Result
+from ..store import (
+    EXISTS,
+    MAX_KEY_LENGTH,
+    MEMCACHED_ITEM_HEADER,
+    NO_MEMORY,
+    NON_NUMERIC,
+    NOT_FOUND,
+    NOT_STORED,
+    OK,
+    TOO_LARGE,
+)
+
+REQUEST_MAGIC = 0x80
+RESPONSE_MAGIC = 0x81
+HEADER = struct.Struct(">BBHBBHIIQ")
+HEADER_SIZE = HEADER.size  # 24
+_UINT32 = struct.Struct(">I")
+_FLAGS_EXPTIME = struct.Struct(">II")
+_ARITH = struct.Struct(">QQI")
+_COUNTER = struct.Struct(">Q")
+NO_CREATE = 0xFFFFFFFF  # incr/decr expiry meaning "don't create a missing key"
+
+
+class Opcode(enum.IntEnum):
+    GET = 0x00
+    SET = 0x01
+    ADD = 0x02
+    REPLACE = 0x03
+    DELETE = 0x04
+    INCREMENT = 0x05
+    DECREMENT = 0x06
+    QUIT = 0x07
+    FLUSH = 0x08
+    GETQ = 0x09
+    NOOP = 0x0A
+    VERSION = 0x0B
+    GETK = 0x0C
+    GETKQ = 0x0D
+    APPEND = 0x0E
+    PREPEND = 0x0F
+    STAT = 0x10
+    SETQ = 0x11
+    ADDQ = 0x12
+    REPLACEQ = 0x13
+    DELETEQ = 0x14
+    INCREMENTQ = 0x15
+    DECREMENTQ = 0x16
+    QUITQ = 0x17
+    FLUSHQ = 0x18
+    APPENDQ = 0x19
+    PREPENDQ = 0x1A
+    VERBOSITY = 0x1B
+    TOUCH = 0x1C
+    GAT = 0x1D
+    GATQ = 0x1E
+    GATK = 0x23
+    GATKQ = 0x24
+
+
+class ResponseStatus(enum.IntEnum):
+    SUCCESS = 0x00
+    KEY_NOT_FOUND = 0x01
+    KEY_EXISTS = 0x02
+    VALUE_TOO_LARGE = 0x03
+    INVALID_ARGUMENTS = 0x04
+    ITEM_NOT_STORED = 0x05
+    NON_NUMERIC = 0x06
+    AUTH_ERROR = 0x20
+    AUTH_CONTINUE = 0x21
+    UNKNOWN_COMMAND = 0x81
+    OUT_OF_MEMORY = 0x82
+
+
+# The text memcached puts in the body of each error reply.
+ERROR_TEXT = {
+    ResponseStatus.KEY_NOT_FOUND: b"Not found",
+    ResponseStatus.KEY_EXISTS: b"Data exists for key.",
+    ResponseStatus.VALUE_TOO_LARGE: b"Too large.",
+    ResponseStatus.INVALID_ARGUMENTS: b"Invalid arguments",
+    ResponseStatus.ITEM_NOT_STORED: b"Not stored.",
+    ResponseStatus.NON_NUMERIC: b"Non-numeric server-side value for incr or decr",
+    ResponseStatus.AUTH_ERROR: b"Auth failure.",
+    ResponseStatus.UNKNOWN_COMMAND: b"Unknown command",
+    ResponseStatus.OUT_OF_MEMORY: b"Out of memory",
+}
+
+
+class ProtocolError(Exception):
+    """The stream cannot go on: send ``reply`` (if any), then close."""
+
+    def __init__(self, message: str, reply: bytes = b""):
+        super().__init__(message)
+        self.reply = reply
+
+
+# -- the per-opcode rules ---------------------------------------------------
+
+# Key rules: the key must be present, absent, or may be either.
+_KEY, _NO_KEY, _ANY_KEY = "key", "no key", "any key"
+
+
+class _Rule:
+    """How one opcode is framed, and which command it means."""
+
+    __slots__ = ("command", "quiet", "echo_key", "extras", "key", "value")
+
+    def __init__(self, command, extras, key, value, quiet=False, echo_key=False):
+        self.command = command
+        self.extras = extras  # allowed extras lengths
+        self.key = key
+        self.value = value  # may the packet carry a value?
+        self.quiet = quiet
+        self.echo_key = echo_key
+
+
+def _rules() -> dict[int, _Rule]:
+    op = Opcode
+    rules = {
+        op.GET: _Rule("get", (0,), _KEY, False),
+        op.GETQ: _Rule("get", (0,), _KEY, False, quiet=True),
+        op.GETK: _Rule("get", (0,), _KEY, False, echo_key=True),
+        op.GETKQ: _Rule("get", (0,), _KEY, False, quiet=True, echo_key=True),
+        op.DELETE: _Rule("delete", (0,), _KEY, False),
+        op.DELETEQ: _Rule("delete", (0,), _KEY, False, quiet=True),
+        op.INCREMENT: _Rule("incr", (20,), _KEY, False),
+        op.INCREMENTQ: _Rule("incr", (20,), _KEY, False, quiet=True),
+        op.DECREMENT: _Rule("decr", (20,), _KEY, False),
+        op.DECREMENTQ: _Rule("decr", (20,), _KEY, False, quiet=True),
+        op.QUIT: _Rule("quit", (0,), _NO_KEY, False),
+        op.QUITQ: _Rule("quit", (0,), _NO_KEY, False, quiet=True),
+        op.FLUSH: _Rule("flush", (0, 4), _NO_KEY, False),
+        op.FLUSHQ: _Rule("flush", (0, 4), _NO_KEY, False, quiet=True),
+        op.NOOP: _Rule("noop", (0,), _NO_KEY, False),
+        op.VERSION: _Rule("version", (0,), _NO_KEY, False),
+        op.STAT: _Rule("stats", (0,), _ANY_KEY, False),
+        op.VERBOSITY: _Rule("verbosity", (4,), _NO_KEY, False),
+        op.TOUCH: _Rule("touch", (4,), _KEY, False),
+        op.GAT: _Rule("gat", (4,), _KEY, False),
+        op.GATQ: _Rule("gat", (4,), _KEY, False, quiet=True),
+        op.GATK: _Rule("gat", (4,), _KEY, False, echo_key=True),
+        op.GATKQ: _Rule("gat", (4,), _KEY, False, quiet=True, echo_key=True),
+    }
+    for loud, quiet, command in (
+        (op.SET, op.SETQ, "set"),
+        (op.ADD, op.ADDQ, "add"),
+        (op.REPLACE, op.REPLACEQ, "replace"),
+    ):
+        rules[loud] = _Rule(command, (8,), _KEY, True)
+        rules[quiet] = _Rule(command, (8,), _KEY, True, quiet=True)
+    for loud, quiet, command in (
+        (op.APPEND, op.APPENDQ, "append"),
+        (op.PREPEND, op.PREPENDQ, "prepend"),
+    ):
+        rules[loud] = _Rule(command, (0,), _KEY, True)
+        rules[quiet] = _Rule(command, (0,), _KEY, True, quiet=True)
+    return rules
+
+
+RULES = _rules()
+_STORAGE = frozenset(("set", "add", "replace", "append", "prepend"))
+
+
+def _fits(rule: _Rule, keylen: int, extlen: int, bodylen: int) -> bool:
+    if extlen not in rule.extras or bodylen < keylen + extlen:
+        return False
+    if rule.key is _KEY and keylen == 0 or rule.key is _NO_KEY and keylen:
+        return False
+    return rule.value or bodylen == keylen + extlen
+
+
+# -- parsing ----------------------------------------------------------------
+
+
+class BinaryParser:
+    """Incremental request parser: ``feed(bytes)``, then ``next()`` until None."""
+
+    # Compact the buffer once this much consumed data sits at its front.
+    _COMPACT_AT = 1 << 16
+
+    def __init__(self, max_item_size: int = 1 << 20):
+        self.max_item_size = max_item_size
+        self._buf = bytearray()
+        self._pos = 0
+        self._skip = 0  # body bytes still to discard (refused or unknown)
+
+    def feed(self, data: bytes) -> None:
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet parsed."""
+        return len(self._buf) - self._pos
+
+    def next(self) -> Request | None:
+        """The next complete request, or None until more bytes are fed."""
+        buf = self._buf
+        pos = self._pos
+        if self._skip:
+            dropped = min(self._skip, len(buf) - pos)
+            self._skip -= dropped
+            pos = self._pos = pos + dropped
+            if self._skip:
+                return None
+        if len(buf) - pos < HEADER_SIZE:
+            self._compact()
+            return None
+        (magic, opcode, keylen, extlen, _dtype, _vbucket, bodylen, opaque, cas) = (
+            HEADER.unpack_from(buf, pos)
+        )
+        if magic != REQUEST_MAGIC:
+            raise ProtocolError(f"bad magic byte 0x{magic:02x}")
+        rule = RULES.get(opcode)
+        if rule is None:
+            # Unknown (or SASL, which needs a SASL build): answer, skip its body.
+            self._pos = pos + HEADER_SIZE
+            self._skip = bodylen
+            return Request("unknown", opcode=opcode, opaque=opaque)
+        if keylen > MAX_KEY_LENGTH or not _fits(rule, keylen, extlen, bodylen):
+            raise ProtocolError(
+                f"opcode 0x{opcode:02x} with key {keylen}, extras {extlen}, "
+                f"body {bodylen} bytes",
+                error_reply(opcode, opaque, ResponseStatus.INVALID_ARGUMENTS),
+            )
+        start = pos + HEADER_SIZE
+        value_len = bodylen - keylen - extlen
+        refused = (
+            rule.value and keylen + value_len + MEMCACHED_ITEM_HEADER > self.max_item_size
+        )
+        needed = HEADER_SIZE + (extlen + keylen if refused else bodylen)
+        if len(buf) - pos < needed:
+            return None
+        key_start = start + extlen
+        key = bytes(buf[key_start : key_start + keylen])
+        end = start + bodylen
+        if refused:
+            self._pos = key_start + keylen
+            self._skip = value_len
+            value = b""
+        else:
+            self._pos = end
+            value = bytes(buf[key_start + keylen : end]) if value_len else b""
+        command = rule.command
+        flags = exptime = delta = 0
+        initial = None
+        if extlen == 8:
+            flags, exptime = _FLAGS_EXPTIME.unpack_from(buf, start)
+        elif extlen == 4:
+            (exptime,) = _UINT32.unpack_from(buf, start)
+        elif extlen == 20:
+            delta, initial, exptime = _ARITH.unpack_from(buf, start)
+            if exptime == NO_CREATE:
+                initial, exptime = None, 0
+        return Request(
+            command,
+            key,
+            value,
+            flags,
+            exptime,
+            cas,
+            delta,
+            initial,
+            refused,
+            opcode,
+            opaque,
+            rule.quiet,
+            rule.echo_key,
+        )
+
+    def _compact(self) -> None:
+        pos = self._pos
+        if pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        elif pos >= self._COMPACT_AT:
+            del self._buf[:pos]
+            self._pos = 0
+
+
+# -- writing ----------------------------------------------------------------
+
+
+def _header(opcode, keylen, extlen, status, bodylen, opaque, cas) -> bytes:
+    return HEADER.pack(RESPONSE_MAGIC, opcode, keylen, extlen, 0, status, bodylen, opaque, cas)
+
+
+def error_reply(opcode: int, opaque: int, status: ResponseStatus) -> bytes:
+    text = ERROR_TEXT.get(status, b"")
+    return _header(opcode, 0, 0, status, len(text), opaque, 0) + text
+
+
+def _empty(opcode: int, opaque: int, cas: int = 0) -> bytes:
+    return _header(opcode, 0, 0, 0, 0, opaque, cas)
+
+
+# How a non-OK status of each command family reads on the wire.
+_STORE_STATUS = {
+    NOT_FOUND: ResponseStatus.KEY_NOT_FOUND,
+    EXISTS: ResponseStatus.KEY_EXISTS,
+    TOO_LARGE: ResponseStatus.VALUE_TOO_LARGE,
+    NO_MEMORY: ResponseStatus.OUT_OF_MEMORY,
+    NON_NUMERIC: ResponseStatus.NON_NUMERIC,
+}
+# memcached answers a refused add "exists", a refused replace "not found",
+# and a refused append/prepend "not stored".
+_NOT_STORED_STATUS = {
+    "add": ResponseStatus.KEY_EXISTS,
+    "replace": ResponseStatus.KEY_NOT_FOUND,
+    "append": ResponseStatus.ITEM_NOT_STORED,
+    "prepend": ResponseStatus.ITEM_NOT_STORED,
+    "set": ResponseStatus.ITEM_NOT_STORED,
+}
+
+
+def write_response(request: Request, result: Result, out: list) -> None:
+    """Append the reply to ``request`` (nothing, for a silent quiet one) to out."""
+    command = request.command
+    status = result.status
+    opcode = request.opcode
+    opaque = request.opaque
+    if command == "get" or command == "gat":
+        item = result.item
+        if item is None:
+            if request.quiet:
+                return
+            if request.echo_key:
+                key = request.key
+                out.append(_header(opcode, len(key), 0, 1, len(key), opaque, 0) + key)
+            else:
+                out.append(error_reply(opcode, opaque, ResponseStatus.KEY_NOT_FOUND))
+            return
+        key = request.key if request.echo_key else b""
+        value = item.value
+        out.append(
+            _header(opcode, len(key), 4, 0, 4 + len(key) + len(value), opaque, item.cas)
+            + _UINT32.pack(item.flags)
+            + key
+        )
+        out.append(value)
+        return
+    if status is not OK:
+        if status is NOT_STORED:
+            wire = _NOT_STORED_STATUS[command]
+        else:
+            wire = _STORE_STATUS[status]
+        out.append(error_reply(opcode, opaque, wire))
+        return
+    if command == "stats":
+        for name, value in result.stats:
+            name_b = name.encode()
+            value_b = value.encode()
+            out.append(
+                _header(opcode, len(name_b), 0, 0, len(name_b) + len(value_b), opaque, 0)
+                + name_b
+                + value_b
+            )
+        out.append(_empty(opcode, opaque))
+        return
+    if request.quiet:
+        return
+    if command in _STORAGE:
+        out.append(_empty(opcode, opaque, result.cas))
+    elif command == "incr" or command == "decr":
+        out.append(_header(opcode, 0, 0, 0, 8, opaque, result.cas) + _COUNTER.pack(result.number))
+    elif command == "touch":
+        out.append(_header(opcode, 0, 4, 0, 4, opaque, result.cas) + _UINT32.pack(result.item.flags))
+    elif command == "version":
+        text = PROTOCOL_VERSION.encode()
+        out.append(_header(opcode, 0, 0, 0, len(text), opaque, 0) + text)
+    elif command == "unknown":
+        out.append(error_reply(opcode, opaque, ResponseStatus.UNKNOWN_COMMAND))
+    else:  # delete, flush, noop, quit, verbosity
+        out.append(_empty(opcode, opaque))

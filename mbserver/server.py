@@ -1,0 +1,116 @@
+"""The listening server: StreamServer wiring, the connection limit, signals, stopping.
+
+What lives here: building the store, lock, stats and command layer once,
+accepting clients into a bounded pool with one greenlet each, refusing
+clients past ``-c`` as memcached does, and stopping on SIGTERM/SIGINT.
+What does not: anything a connection does once accepted (``connection``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import signal
+import socket
+import time
+from typing import Callable
+
+import gevent
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from .commands import Commands
+from .config import Settings
+from .connection import Connection
+from .rwlock import RWLock
+from .stats import Stats
+from .store import Store
+
+log = logging.getLogger("mbserver.server")
+
+# Greenlets beyond the connection limit, so clients past it are accepted
+# just long enough to be told "too many connections" instead of hanging in
+# the listen backlog.
+REJECT_SLOTS = 64
+BACKLOG = 1024
+# How long a stop waits for connections to finish before killing them.
+STOP_TIMEOUT = 5.0
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Server:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.store = Store(settings.memory_limit, settings.max_item_size, clock)
+        self.lock = RWLock()
+        self.stats = Stats(clock)
+        self.commands = Commands(self.store, self.lock, self.stats, settings)
+        self._ids = itertools.count(1)
+        self._stopped = gevent.event.Event()
+        self.pool = Pool(settings.max_connections + REJECT_SLOTS)
+        self.listener = StreamServer(
+            (settings.host, settings.port),
+            self._handle,
+            spawn=self.pool,
+            backlog=BACKLOG,
+        )
+        self.listener.stop_timeout = STOP_TIMEOUT
+
+    @property
+    def address(self) -> str:
+        host, port = self.listener.address[:2]
+        return format_address(host, port)
+
+    def start(self) -> None:
+        """Bind and listen; raises OSError (e.g. EADDRINUSE) if it cannot."""
+        self.listener.start()
+        log.info(
+            "listening on %s (memory %d MiB, item size %d bytes, %d connections)",
+            self.address,
+            self.settings.memory_limit >> 20,
+            self.settings.max_item_size,
+            self.settings.max_connections,
+        )
+
+    def serve_forever(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(signum, self._on_signal, signum)
+        self._stopped.wait()
+
+    def _on_signal(self, signum: int) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        gevent.spawn(self.stop)
+
+    def stop(self) -> None:
+        """Stop accepting, give connections STOP_TIMEOUT to finish, then close."""
+        self.listener.stop(timeout=STOP_TIMEOUT)
+        log.info("stopped")
+        self._stopped.set()
+
+    def _handle(self, sock: socket.socket, address: tuple) -> None:
+        stats = self.stats
+        peer = format_address(*address[:2]) if address else "unix"
+        if stats.curr_connections >= self.settings.max_connections:
+            stats.rejected_connections += 1
+            log.warning("%s: refused, %d connections open", peer, stats.curr_connections)
+            try:
+                sock.sendall(b"ERROR Too many open connections\r\n")
+            except OSError:
+                pass
+            return
+        ident = next(self._ids)
+        connection = Connection(sock, peer, self.commands, stats, self.settings.max_item_size)
+        stats.curr_connections += 1
+        stats.total_connections += 1
+        stats.connections[ident] = connection.info
+        log.debug("%s: connected (#%d)", peer, ident)
+        try:
+            connection.serve()
+        finally:
+            stats.curr_connections -= 1
+            del stats.connections[ident]
+            log.debug("%s: closed (#%d)", peer, ident)

@@ -47,6 +47,13 @@ class Connection:
         self.stats = stats
         self.max_item_size = max_item_size
         self.info = ConnectionInfo(peer, stats.clock())
+        # Set by a graceful stop: finish the batch in hand, then close.
+        self.stopping = False
+
+    @property
+    def idle(self) -> bool:
+        """Waiting for a request, with no reply owed: safe to close at once."""
+        return self.info.state in ("conn_new_cmd", "conn_waiting")
 
     def serve(self) -> None:
         """Run until the client quits, disconnects or breaks the protocol."""
@@ -109,7 +116,7 @@ class Connection:
             info.last_cmd = stats.clock()
             if out:
                 self._send(out)
-            if closing:
+            if closing or self.stopping:
                 return
             info.state = "conn_waiting"
             data = sock.recv(RECV_SIZE)

@@ -16,6 +16,7 @@ import time
 from typing import Callable
 
 import gevent
+import gevent.event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
@@ -49,6 +50,7 @@ class Server:
         self.stats = Stats(clock)
         self.commands = Commands(self.store, self.lock, self.stats, settings)
         self._ids = itertools.count(1)
+        self._connections: dict[int, tuple[Connection, gevent.Greenlet]] = {}
         self._stopped = gevent.event.Event()
         self.pool = Pool(settings.max_connections + REJECT_SLOTS)
         self.listener = StreamServer(
@@ -57,7 +59,6 @@ class Server:
             spawn=self.pool,
             backlog=BACKLOG,
         )
-        self.listener.stop_timeout = STOP_TIMEOUT
 
     @property
     def address(self) -> str:
@@ -86,8 +87,19 @@ class Server:
         gevent.spawn(self.stop)
 
     def stop(self) -> None:
-        """Stop accepting, give connections STOP_TIMEOUT to finish, then close."""
-        self.listener.stop(timeout=STOP_TIMEOUT)
+        """Stop accepting; close idle clients now, busy ones after their batch.
+
+        Connections still running after STOP_TIMEOUT are killed.
+        """
+        self.listener.close()
+        for connection, greenlet in list(self._connections.values()):
+            if connection.idle:
+                greenlet.kill(block=False)
+            else:
+                connection.stopping = True
+        if not self.pool.join(timeout=STOP_TIMEOUT):
+            log.warning("connections still busy after %.0f s; closing them", STOP_TIMEOUT)
+            self.pool.kill(timeout=1)
         log.info("stopped")
         self._stopped.set()
 
@@ -107,10 +119,12 @@ class Server:
         stats.curr_connections += 1
         stats.total_connections += 1
         stats.connections[ident] = connection.info
+        self._connections[ident] = (connection, gevent.getcurrent())
         log.debug("%s: connected (#%d)", peer, ident)
         try:
             connection.serve()
         finally:
             stats.curr_connections -= 1
             del stats.connections[ident]
+            del self._connections[ident]
             log.debug("%s: closed (#%d)", peer, ident)

@@ -35,7 +35,7 @@ LRU_BUMP_INTERVAL = 60.0
 # table slot, the Item object and its CAS, flag and time fields, and the two
 # bytes objects' headers. Measured with tracemalloc (tests/unit/test_store.py
 # keeps it honest) so that -m bounds real memory, not just payload.
-ITEM_OVERHEAD = 232
+ITEM_OVERHEAD = 240
 
 # memcached's item header (48) + CAS (8) + the key's NUL + the value's CRLF:
 # an item whose total exceeds the item size limit is "too large" there, so

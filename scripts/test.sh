@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run it: the README's test
+# command, and exactly what CI runs (.ci/run). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the integration tests drive: the reference memcached and
+# libmemcached-tools (memccapable, memcaslap).
+missing=()
+command -v memcached >/dev/null || missing+=(memcached)
+command -v memccapable >/dev/null || missing+=(libmemcached-tools)
+if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    -r requirements-dev.txt
+exec python3 -m pytest "$@"

@@ -7,6 +7,7 @@ on, 2 for a usage error.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from .config import parse_args
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
     except OSError as error:
         where = format_address(settings.host, settings.port)
-        print(f"mbserver: cannot listen on {where}: {error.strerror or error}", file=sys.stderr)
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        print(f"mbserver: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
     print(f"mbserver listening on {server.address}", flush=True)
     server.serve_forever()

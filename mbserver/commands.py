@@ -61,6 +61,8 @@ class Result(NamedTuple):
 
 _MODES = {mode.value: mode for mode in Mode}
 
+_CAS_MODES = frozenset((Mode.SET, Mode.ADD, Mode.REPLACE))
+
 RESULT_OK = Result(OK)
 RESULT_NOT_FOUND = Result(NOT_FOUND)
 
@@ -85,7 +87,6 @@ class Commands:
             "noop": self._nothing,
             "version": self._nothing,
             "quit": self._nothing,
-            "verbosity": self._nothing,
             "unknown": self._nothing,  # the codec answers it; nothing to do here
         }
         for mode in _MODES:
@@ -149,7 +150,9 @@ class Commands:
                 )
         stats = self.stats
         stats.cmd_set += 1
-        if request.cas:
+        if request.cas and mode in _CAS_MODES:
+            # memcached counts these for set/add/replace carrying a CAS
+            # (its NREAD_CAS) only, not for append/prepend.
             if status is OK:
                 stats.cas_hits += 1
             elif status is EXISTS:
@@ -173,19 +176,29 @@ class Commands:
 
     def _arith(self, request: Request) -> Result:
         incr = request.command == "incr"
+        key, delta, cas = request.key, request.delta, request.cas
+        store = self.store
         with self.lock.write():
-            status, number, cas = self.store.arith(
-                request.key,
-                incr,
-                request.delta,
-                request.initial,
-                request.exptime,
-                request.cas,
-            )
-        name = "incr" if incr else "decr"
-        counter = f"{name}_misses" if status is NOT_FOUND else f"{name}_hits"
-        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        return Result(status, cas, number=number)
+            status, number, new_cas = store.arith(key, incr, delta, None, 0, cas)
+            created = status is NOT_FOUND and request.initial is not None
+            if created:
+                status, number, new_cas = store.arith(
+                    key, incr, delta, request.initial, request.exptime, cas
+                )
+        # As memcached: a hit counts once the value parsed and the CAS
+        # matched; a counter created from `initial` counts as neither.
+        stats = self.stats
+        if status is OK and not created:
+            if incr:
+                stats.incr_hits += 1
+            else:
+                stats.decr_hits += 1
+        elif status is NOT_FOUND:
+            if incr:
+                stats.incr_misses += 1
+            else:
+                stats.decr_misses += 1
+        return Result(status, new_cas, number=number)
 
     def _flush(self, request: Request) -> Result:
         with self.lock.write():

@@ -217,6 +217,9 @@ class Store:
             exptime = self.expiry(ttl, now)
         status = self._check_size(key, value)
         if status is not OK:
+            if mode is Mode.APPEND or mode is Mode.PREPEND:
+                # memcached fails the joined item's allocation: "not stored".
+                return NOT_STORED, 0
             if mode is Mode.SET and old is not None:
                 # As memcached: a failed set must not leave stale data behind.
                 self._unlink(key, old)

@@ -71,12 +71,14 @@ class Opcode(enum.IntEnum):
     FLUSHQ = 0x18
     APPENDQ = 0x19
     PREPENDQ = 0x1A
-    VERBOSITY = 0x1B
     TOUCH = 0x1C
     GAT = 0x1D
     GATQ = 0x1E
     GATK = 0x23
     GATKQ = 0x24
+    SASL_LIST_MECHS = 0x20
+    SASL_AUTH = 0x21
+    SASL_STEP = 0x22
 
 
 class ResponseStatus(enum.IntEnum):
@@ -155,7 +157,6 @@ def _rules() -> dict[int, _Rule]:
         op.NOOP: _Rule("noop", (0,), _NO_KEY, False),
         op.VERSION: _Rule("version", (0,), _NO_KEY, False),
         op.STAT: _Rule("stats", (0,), _ANY_KEY, False),
-        op.VERBOSITY: _Rule("verbosity", (4,), _NO_KEY, False),
         op.TOUCH: _Rule("touch", (4,), _KEY, False),
         op.GAT: _Rule("gat", (4,), _KEY, False),
         op.GATQ: _Rule("gat", (4,), _KEY, False, quiet=True),
@@ -179,11 +180,19 @@ def _rules() -> dict[int, _Rule]:
 
 
 RULES = _rules()
+
+# memcached without SASL still checks the shape of SASL requests (a protocol
+# error closes the connection) before answering "unknown command".
+_SASL_RULES = {
+    Opcode.SASL_LIST_MECHS: _Rule("unknown", (0,), _NO_KEY, False),
+    Opcode.SASL_AUTH: _Rule("unknown", (0,), _KEY, True),
+    Opcode.SASL_STEP: _Rule("unknown", (0,), _KEY, True),
+}
 _STORAGE = frozenset(("set", "add", "replace", "append", "prepend"))
 
 
 def _fits(rule: _Rule, keylen: int, extlen: int, bodylen: int) -> bool:
-    if extlen not in rule.extras or bodylen < keylen + extlen:
+    if extlen not in rule.extras:
         return False
     if rule.key is _KEY and keylen == 0 or rule.key is _NO_KEY and keylen:
         return False
@@ -235,18 +244,23 @@ class BinaryParser:
         )
         if magic != REQUEST_MAGIC:
             raise ProtocolError(f"bad magic byte 0x{magic:02x}")
+        if keylen + extlen > bodylen:
+            # memcached reads such a header as a command it cannot know.
+            raise ProtocolError(
+                f"opcode 0x{opcode:02x}: key {keylen} + extras {extlen} > body {bodylen}",
+                error_reply(opcode, opaque, ResponseStatus.UNKNOWN_COMMAND),
+            )
         rule = RULES.get(opcode)
         if rule is None:
+            sasl = _SASL_RULES.get(opcode)
+            if sasl is not None and not _fits(sasl, keylen, extlen, bodylen):
+                raise self._invalid(opcode, opaque, keylen, extlen, bodylen)
             # Unknown (or SASL, which needs a SASL build): answer, skip its body.
             self._pos = pos + HEADER_SIZE
             self._skip = bodylen
             return Request("unknown", opcode=opcode, opaque=opaque)
         if keylen > MAX_KEY_LENGTH or not _fits(rule, keylen, extlen, bodylen):
-            raise ProtocolError(
-                f"opcode 0x{opcode:02x} with key {keylen}, extras {extlen}, "
-                f"body {bodylen} bytes",
-                error_reply(opcode, opaque, ResponseStatus.INVALID_ARGUMENTS),
-            )
+            raise self._invalid(opcode, opaque, keylen, extlen, bodylen)
         start = pos + HEADER_SIZE
         value_len = bodylen - keylen - extlen
         refused = (
@@ -290,6 +304,13 @@ class BinaryParser:
             opaque,
             rule.quiet,
             rule.echo_key,
+        )
+
+    @staticmethod
+    def _invalid(opcode, opaque, keylen, extlen, bodylen) -> ProtocolError:
+        return ProtocolError(
+            f"opcode 0x{opcode:02x} with key {keylen}, extras {extlen}, body {bodylen} bytes",
+            error_reply(opcode, opaque, ResponseStatus.INVALID_ARGUMENTS),
         )
 
     def _compact(self) -> None:
@@ -394,5 +415,5 @@ def write_response(request: Request, result: Result, out: list) -> None:
         out.append(_header(opcode, 0, 0, 0, len(text), opaque, 0) + text)
     elif command == "unknown":
         out.append(error_reply(opcode, opaque, ResponseStatus.UNKNOWN_COMMAND))
-    else:  # delete, flush, noop, quit, verbosity
+    else:  # delete, flush, noop, quit
         out.append(_empty(opcode, opaque))

@@ -1,0 +1,161 @@
+"""Start and stop server processes for the integration tests.
+
+`Launcher` runs either mbserver (`python -m mbserver`) or the reference
+memcached on a free loopback port, waits until it accepts connections and
+stops everything it started.  Fixtures wrapping it live in `conftest.py`.
+
+Set MBSERVER_IT_TARGET=memcached to run the mbserver-facing tests against the
+real memcached instead: that is how the expectations themselves are checked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+
+TARGET = os.environ.get("MBSERVER_IT_TARGET", "mbserver")
+if TARGET not in ("mbserver", "memcached"):
+    raise RuntimeError(f"MBSERVER_IT_TARGET must be 'mbserver' or 'memcached', not {TARGET!r}")
+
+
+def require_tool(name: str) -> str:
+    """Path of an external program; fail under CI=true when missing, else skip."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (required when CI=true)")
+        pytest.skip(message)
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def mbserver_argv(host: str, port: int, args: tuple[str, ...]) -> list[str]:
+    return [sys.executable, "-m", "mbserver", format_address(host, port), *args]
+
+
+def memcached_argv(host: str, port: int, args: tuple[str, ...]) -> list[str]:
+    # -U 0: no UDP, so nothing but the TCP port is opened.
+    user = ["-u", "root"] if os.geteuid() == 0 else []
+    return [require_tool("memcached"), *user, "-l", host, "-p", str(port), "-U", "0", *args]
+
+
+@dataclass
+class ServerProcess:
+    host: str
+    port: int
+    proc: subprocess.Popen
+    argv: list[str]
+    log_dir: Path
+    kind: str = "mbserver"
+
+    @property
+    def address(self) -> str:
+        return format_address(self.host, self.port)
+
+    def output(self) -> str:
+        """What the process wrote so far, stdout then stderr."""
+        parts = []
+        for name in ("stdout", "stderr"):
+            text = (self.log_dir / name).read_text(errors="replace")
+            if text:
+                parts.append(f"--- {name} ---\n{text}")
+        return "\n".join(parts)
+
+    def stop(self) -> int:
+        """SIGTERM, wait, then SIGKILL if still running; return the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        return self.proc.returncode
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Launcher:
+    """Starts servers of one kind and remembers them so `stop_all` can end them."""
+
+    kind: str = TARGET
+    started: list[ServerProcess] = field(default_factory=list)
+
+    def start(
+        self, *args: str, host: str = "127.0.0.1", ready_timeout: float = READY_TIMEOUT
+    ) -> ServerProcess:
+        argv_for = mbserver_argv if self.kind == "mbserver" else memcached_argv
+        last_error = ""
+        # A free port can be taken between probing and binding: try a few.
+        for _ in range(3):
+            port = free_port(host)
+            server = self._spawn(argv_for(host, port, args), host, port)
+            if self._wait_ready(server, ready_timeout):
+                return server
+            server.stop()
+            last_error = server.output()
+            if "in use" not in last_error.lower():
+                break
+        pytest.fail(
+            f"{self.kind} did not start on {format_address(host, port)} within {ready_timeout}s:\n"
+            f"argv: {server.argv}\nexit code: {server.proc.returncode}\n{last_error}"
+        )
+
+    def _spawn(self, argv: list[str], host: str, port: int) -> ServerProcess:
+        log_dir = Path(tempfile.mkdtemp(prefix=f"{self.kind}-{port}-"))
+        with open(log_dir / "stdout", "wb") as out, open(log_dir / "stderr", "wb") as err:
+            proc = subprocess.Popen(
+                argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
+        server = ServerProcess(host, port, proc, argv, log_dir, self.kind)
+        self.started.append(server)
+        return server
+
+    @staticmethod
+    def _wait_ready(server: ServerProcess, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if server.proc.poll() is not None:
+                return False
+            if _accepts(server.host, server.port):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop_all(self) -> None:
+        while self.started:
+            server = self.started.pop()
+            server.stop()
+            shutil.rmtree(server.log_dir, ignore_errors=True)

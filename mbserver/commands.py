@@ -149,7 +149,8 @@ class Commands:
                     request.cas,
                 )
         stats = self.stats
-        stats.cmd_set += 1
+        if not request.refused:  # memcached never counts a refused value as a set
+            stats.cmd_set += 1
         if request.cas and mode in _CAS_MODES:
             # memcached counts these for set/add/replace carrying a CAS
             # (its NREAD_CAS) only, not for append/prepend.

@@ -17,7 +17,7 @@ from . import MEMCACHED_COMPAT_VERSION, __version__
 
 MIN_ITEM_SIZE = 1024
 MAX_ITEM_SIZE = 1 << 30
-_SIZE = re.compile(r"(\d+)([kKmMgG]?)[bB]?")
+_SIZE = re.compile(r"([0-9]+)([kKmMgG]?)[bB]?")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
@@ -44,7 +44,7 @@ def parse_address(text: str) -> tuple[str, int]:
         raise ValueError(f"{host!r} is not an IP address") from None
     if match.group(1) and ":" not in host:
         raise ValueError(f"{host!r} in brackets must be an IPv6 address")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not _is_number(port_text) or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"port {port_text!r} is not a number from 0 to 65535")
     return host, int(port_text)
 
@@ -57,8 +57,13 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
+def _is_number(text: str) -> bool:
+    """Plain ASCII digits (str.isdigit also accepts '²' and Arabic-Indic digits)."""
+    return text.isascii() and text.isdigit()
+
+
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
+    if not _is_number(text) or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
     return int(text)
 

@@ -244,6 +244,8 @@ class BinaryParser:
         )
         if magic != REQUEST_MAGIC:
             raise ProtocolError(f"bad magic byte 0x{magic:02x}")
+        if keylen > MAX_KEY_LENGTH:
+            raise self._invalid(opcode, opaque, keylen, extlen, bodylen)
         if keylen + extlen > bodylen:
             # memcached reads such a header as a command it cannot know.
             raise ProtocolError(
@@ -259,7 +261,7 @@ class BinaryParser:
             self._pos = pos + HEADER_SIZE
             self._skip = bodylen
             return Request("unknown", opcode=opcode, opaque=opaque)
-        if keylen > MAX_KEY_LENGTH or not _fits(rule, keylen, extlen, bodylen):
+        if not _fits(rule, keylen, extlen, bodylen):
             raise self._invalid(opcode, opaque, keylen, extlen, bodylen)
         start = pos + HEADER_SIZE
         value_len = bodylen - keylen - extlen
@@ -268,6 +270,7 @@ class BinaryParser:
         )
         needed = HEADER_SIZE + (extlen + keylen if refused else bodylen)
         if len(buf) - pos < needed:
+            self._compact()
             return None
         key_start = start + extlen
         key = bytes(buf[key_start : key_start + keylen])

@@ -1,0 +1,223 @@
+"""Unit tests for mbserver.config: addresses, sizes, options, usage errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mbserver import MEMCACHED_COMPAT_VERSION, __version__
+from mbserver.config import Settings, parse_address, parse_args, parse_size
+
+
+class TestParseAddress:
+    @pytest.mark.parametrize(
+        "text, expected",
+        [
+            ("127.0.0.1:11211", ("127.0.0.1", 11211)),
+            ("0.0.0.0:0", ("0.0.0.0", 0)),
+            ("10.1.2.3:65535", ("10.1.2.3", 65535)),
+            ("[::1]:11211", ("::1", 11211)),
+            ("[::]:80", ("::", 80)),
+            ("[fe80::1:2]:1", ("fe80::1:2", 1)),
+            ("[2001:db8::ff00:42:8329]:11211", ("2001:db8::ff00:42:8329", 11211)),
+            ("[::ffff:127.0.0.1]:11211", ("::ffff:127.0.0.1", 11211)),
+        ],
+    )
+    def test_good(self, text, expected):
+        assert parse_address(text) == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "",
+            ":",
+            "127.0.0.1",
+            "127.0.0.1:",
+            ":11211",
+            "127.0.0.1:abc",
+            "127.0.0.1:-1",
+            "127.0.0.1:65536",
+            "127.0.0.1:99999999999999999999",
+            "127.0.0.1:11211:1",
+            "localhost:11211",
+            "example.com:11211",
+            "256.0.0.1:11211",
+            "1.2.3:11211",
+            "::1:11211",  # IPv6 must be bracketed
+            "::1",
+            "[::1]",
+            "[::1]:",
+            "[::1]11211",
+            "[127.0.0.1]:11211",  # brackets are for IPv6 only
+            "[localhost]:11211",
+            "[::1:11211",
+            "::1]:11211",
+            " 127.0.0.1:11211",
+            "127.0.0.1 :11211",
+            "127.0.0.1:11 211",
+            "127.0.0.1:\u0661\u0662",  # Arabic-Indic digits: str.isdigit() says yes
+            "127.0.0.1:\u00b2",  # superscript two
+        ],
+    )
+    def test_bad(self, text):
+        with pytest.raises(ValueError):
+            parse_address(text)
+
+
+class TestParseSize:
+    @pytest.mark.parametrize(
+        "text, expected",
+        [
+            ("0", 0),
+            ("1048576", 1048576),
+            ("1024", 1024),
+            ("512k", 512 << 10),
+            ("512K", 512 << 10),
+            ("1m", 1 << 20),
+            ("2M", 2 << 20),
+            ("1g", 1 << 30),
+            ("1G", 1 << 30),
+            ("64kb", 64 << 10),
+            ("64KB", 64 << 10),
+            ("3mb", 3 << 20),
+            ("100b", 100),
+            (" 1m ", 1 << 20),
+        ],
+    )
+    def test_good(self, text, expected):
+        assert parse_size(text) == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "",
+            "m",
+            "k",
+            "-1",
+            "-1m",
+            "1.5m",
+            "1 m",
+            "1t",
+            "1mm",
+            "1bb",
+            "0x10",
+            "1e6",
+            "abc",
+            "\u0661m",
+        ],
+    )
+    def test_bad(self, text):
+        with pytest.raises(ValueError):
+            parse_size(text)
+
+
+class TestParseArgs:
+    def test_defaults(self):
+        assert parse_args(["127.0.0.1:11211"]) == Settings(
+            host="127.0.0.1",
+            port=11211,
+            memory_limit=64 << 20,
+            max_item_size=1 << 20,
+            max_connections=1024,
+            verbosity=0,
+        )
+
+    def test_settings_defaults_match_the_command_line_defaults(self):
+        assert Settings() == parse_args(["127.0.0.1:11211"])
+
+    def test_ipv6(self):
+        settings = parse_args(["[::1]:22122"])
+        assert (settings.host, settings.port) == ("::1", 22122)
+
+    def test_short_options(self):
+        settings = parse_args(["0.0.0.0:1", "-m", "128", "-I", "2m", "-c", "10", "-vv"])
+        assert settings == Settings("0.0.0.0", 1, 128 << 20, 2 << 20, 10, 2)
+
+    def test_long_options(self):
+        settings = parse_args(
+            [
+                "--memory-limit=256",
+                "--max-item-size",
+                "512k",
+                "--max-connections",
+                "5000",
+                "--verbose",
+                "127.0.0.1:11211",
+            ]
+        )
+        assert settings == Settings("127.0.0.1", 11211, 256 << 20, 512 << 10, 5000, 1)
+
+    @pytest.mark.parametrize("size, expected", [("1024", 1024), ("1k", 1024), ("1g", 1 << 30)])
+    def test_item_size_limits_are_inclusive(self, size, expected):
+        settings = parse_args(["127.0.0.1:1", "-m", "2048", "-I", size])
+        assert settings.max_item_size == expected
+
+    def test_item_size_may_be_half_the_memory(self):
+        assert parse_args(["127.0.0.1:1", "-m", "2", "-I", "1m"]).max_item_size == 1 << 20
+
+    def test_verbosity_counts(self):
+        assert parse_args(["127.0.0.1:1", "-vvv"]).verbosity == 3
+
+    def test_settings_are_frozen(self):
+        settings = parse_args(["127.0.0.1:1"])
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            settings.port = 2
+
+    def test_version_exits_zero(self, capsys):
+        with pytest.raises(SystemExit) as caught:
+            parse_args(["--version"])
+        assert caught.value.code == 0
+        out = capsys.readouterr().out
+        assert __version__ in out and MEMCACHED_COMPAT_VERSION in out
+
+
+def usage_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as caught:
+        parse_args(argv)
+    assert caught.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "usage:" in captured.err
+    return captured.err
+
+
+class TestUsageErrors:
+    def test_no_address(self, capsys):
+        assert "IP:PORT" in usage_error(capsys, [])
+
+    def test_two_addresses(self, capsys):
+        usage_error(capsys, ["127.0.0.1:1", "127.0.0.1:2"])
+
+    @pytest.mark.parametrize(
+        "address", ["localhost:11211", "::1:11211", "127.0.0.1:70000", "127.0.0.1"]
+    )
+    def test_bad_address(self, capsys, address):
+        assert "bad address" in usage_error(capsys, [address])
+
+    @pytest.mark.parametrize("value", ["0", "-1", "abc", "1.5", ""])
+    def test_bad_memory_limit(self, capsys, value):
+        assert "-m" in usage_error(capsys, ["127.0.0.1:1", "-m", value])
+
+    @pytest.mark.parametrize("value", ["0", "-5", "many"])
+    def test_bad_max_connections(self, capsys, value):
+        assert "-c" in usage_error(capsys, ["127.0.0.1:1", "-c", value])
+
+    @pytest.mark.parametrize("value", ["1t", "big", "1.5m", ""])
+    def test_bad_item_size_syntax(self, capsys, value):
+        assert "-I" in usage_error(capsys, ["127.0.0.1:1", "-I", value])
+
+    @pytest.mark.parametrize("value", ["1023", "0", "2g"])
+    def test_item_size_out_of_range(self, capsys, value):
+        assert "-I" in usage_error(capsys, ["127.0.0.1:1", "-m", "8192", "-I", value])
+
+    def test_item_size_over_half_the_memory(self, capsys):
+        err = usage_error(capsys, ["127.0.0.1:1", "-m", "2", "-I", "1025k"])
+        assert "half" in err
+
+    def test_default_item_size_with_a_tiny_memory_limit(self, capsys):
+        # -m 1 leaves room for items of at most 512 KiB: the 1 MiB default is too big.
+        assert "half" in usage_error(capsys, ["127.0.0.1:1", "-m", "1"])
+
+    def test_unknown_option(self, capsys):
+        assert "unrecognized" in usage_error(capsys, ["127.0.0.1:1", "--frobnicate"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from . import packets as P
+from .. import packets as P
 from .wire import Connection
 
 MAX64 = 2**64 - 1

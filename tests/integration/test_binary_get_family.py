@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from . import packets as P
+from .. import packets as P
 
 GET_FAMILY = [P.GET, P.GETK, P.GETQ, P.GETKQ]
 GAT_FAMILY = [P.GAT, P.GATK, P.GATQ, P.GATKQ]

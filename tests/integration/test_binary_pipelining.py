@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import packets as P
+from .. import packets as P
 
 
 def test_setq_is_silent_on_success(conn, key):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from . import packets as P
+from .. import packets as P
 from .wire import Connection
 
 # The general stats PROTOCOL.md lists (its "incr_*, decr_*, cas_*" spelled out).

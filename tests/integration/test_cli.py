@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from . import packets as P
+from .. import packets as P
 from .support import REPO_ROOT
 from .wire import Connection, ConnectionClosed
 

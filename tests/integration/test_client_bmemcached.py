@@ -13,7 +13,7 @@ import bmemcached
 import pytest
 from bmemcached.protocol import Protocol
 
-from . import packets as P
+from .. import packets as P
 
 
 class Point:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pylibmc
 import pytest
 
-from . import packets as P
+from .. import packets as P
 
 
 @pytest.fixture

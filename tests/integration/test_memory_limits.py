@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import packets as P
+from .. import packets as P
 from .wire import Connection
 
 # Both memcached and mbserver refuse an item limit over half the memory limit.

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from . import packets as P
-from .packets import Response
+from .. import packets as P
+from ..packets import Response
 from .wire import Connection
 
 Step = bytes | Callable[[list[Response]], bytes]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import socket
 import threading
 
-from . import packets
-from .packets import Response, ResponseParser
+from .. import packets
+from ..packets import Response, ResponseParser
 
 # Opaque of the NOOP that `exchange` appends to find the end of the replies.
 SENTINEL_OPAQUE = 0x5E17E1A1

@@ -117,13 +117,13 @@ def sample(wire, opcode: int, *, opaque: int = OPAQUE, cas: int = 0):
         extras, flags, exptime = wire.storage_extras(FLAGS, EXPTIME), FLAGS, EXPTIME
     elif extlen == 20:
         extras, delta, initial, exptime = (
-            wire.arith_extras(DELTA, INITIAL, EXPTIME),
+            wire.counter_extras(DELTA, INITIAL, EXPTIME),
             DELTA,
             INITIAL,
             EXPTIME,
         )
     elif extlen == 4:
-        extras, exptime = wire.u32(EXPTIME), EXPTIME
+        extras, exptime = wire.expiry_extras(EXPTIME), EXPTIME
     else:
         extras = b""
     packet = wire.request(opcode, key, extras, value, opaque=opaque, cas=cas)
@@ -238,7 +238,7 @@ def test_a_storage_packet_may_carry_an_empty_value(wire):
 @pytest.mark.parametrize("opcode", [0x05, 0x06, 0x15, 0x16], ids=op_id)
 class TestArithExtras:
     def test_delta_initial_and_expiry(self, wire, opcode):
-        extras = wire.arith_extras((1 << 64) - 1, (1 << 64) - 2, 0xFFFFFFFE)
+        extras = wire.counter_extras((1 << 64) - 1, (1 << 64) - 2, 0xFFFFFFFE)
         request = parse_one(wire.request(opcode, b"n", extras))
         assert (request.delta, request.initial, request.exptime) == (
             (1 << 64) - 1,
@@ -247,20 +247,20 @@ class TestArithExtras:
         )
 
     def test_expiry_all_ones_means_do_not_create(self, wire, opcode):
-        request = parse_one(wire.request(opcode, b"n", wire.arith_extras(1, 42, NO_CREATE)))
+        request = parse_one(wire.request(opcode, b"n", wire.counter_extras(1, 42, NO_CREATE)))
         assert request.initial is None
         assert request.exptime == 0
         assert request.delta == 1
 
     def test_initial_zero_still_creates(self, wire, opcode):
-        request = parse_one(wire.request(opcode, b"n", wire.arith_extras(1, 0, 0)))
+        request = parse_one(wire.request(opcode, b"n", wire.counter_extras(1, 0, 0)))
         assert request.initial == 0
 
 
 @pytest.mark.parametrize("opcode", [0x08, 0x18], ids=op_id)
 def test_flush_with_and_without_a_delay(wire, opcode):
     assert parse_one(wire.request(opcode)).exptime == 0
-    assert parse_one(wire.request(opcode, extras=wire.u32(600))).exptime == 600
+    assert parse_one(wire.request(opcode, extras=wire.expiry_extras(600))).exptime == 600
 
 
 def test_stat_with_and_without_a_group(wire):

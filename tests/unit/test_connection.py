@@ -139,7 +139,7 @@ def mixed_pipeline(wire, count: int):
         add(0x00, key)  # GET hit
         add(0x0D, b"missing-%d" % i, quiet=True)  # GETKQ miss: silent
         add(0x0C, key)  # GETK hit
-        add(0x05, b"counter", wire.arith_extras(1, 0, 0))  # INCR
+        add(0x05, b"counter", wire.counter_extras(1, 0, 0))  # INCR
         add(0x14, b"missing-%d" % i)  # DELETEQ miss: the error is sent
     add(0x0A)  # NOOP
     return b"".join(packets), loud
@@ -466,7 +466,7 @@ class TestSocketpair:
             for i in range(rounds):
                 key = b"c%d-%d" % (n, i)
                 ours.sendall(
-                    wire.request(0x05, b"counter", wire.arith_extras(1, 0, 0), opaque=1)
+                    wire.request(0x05, b"counter", wire.counter_extras(1, 0, 0), opaque=1)
                     + wire.request(0x11, key, wire.storage_extras(n, 0), b"v" * (i * 100))
                     + wire.request(0x00, key, opaque=2)
                     + wire.request(0x10, b"items" if i % 2 else b"", opaque=3)

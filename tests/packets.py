@@ -1,6 +1,6 @@
 """Build and parse memcached binary-protocol packets, with no sockets.
 
-The integration tests describe requests with these builders and read the
+Both test suites describe requests with these builders and read the
 server's bytes back through `ResponseParser`, so the byte-level expectations
 live in one place.  Socket handling lives in `wire.py`, not here.
 """
@@ -201,3 +201,15 @@ class ResponseParser:
             key=body[extlen : extlen + keylen],
             value=body[extlen + keylen :],
         )
+
+
+def responses(data: bytes) -> list[Response]:
+    """Every response in ``data``, which must hold whole responses only."""
+    parser = ResponseParser()
+    parser.feed(data)
+    out = []
+    while (response := parser.next()) is not None:
+        out.append(response)
+    if parser.pending:
+        raise ProtocolViolation(f"partial response: {parser.pending[:48].hex()}")
+    return out

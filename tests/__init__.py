@@ -1,0 +1,1 @@
+"""mbserver test suite: unit/ (no sockets) and integration/ (real server processes)."""

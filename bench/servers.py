@@ -1,0 +1,120 @@
+"""Start and stop the two servers under test, and read their resident memory.
+
+What lives here: finding a free loopback port, launching memcached and
+mbserver with the same memory and connection limits, waiting until each
+answers, stopping each by its own PID (SIGTERM, then SIGKILL), and VmRSS from
+/proc. What does not: any workload (memaslap.py, mcclient.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mcclient
+
+REPO = Path(__file__).resolve().parent.parent
+MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
+
+
+class ServerError(Exception):
+    """A server would not start, or died while being measured."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def command(kind: str, port: int, memory_mib: int, max_conns: int) -> list[str]:
+    if kind == "memcached":
+        cmd = [MEMCACHED, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", str(memory_mib), "-c", str(max_conns)]
+        if os.geteuid() == 0:
+            cmd += ["-u", "root"]  # memcached refuses to run as root without it
+        return cmd
+    if kind == "mbserver":
+        return [sys.executable, "-m", "mbserver", f"127.0.0.1:{port}", "-m", str(memory_mib), "-c", str(max_conns)]
+    raise ValueError(kind)
+
+
+@dataclass
+class Server:
+    """One running server process; `stop()` is safe to call more than once."""
+
+    kind: str
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+    cmd: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            raise ServerError(f"{self.kind} (pid {self.pid}) exited with {code}; log tail:\n{self.log_tail()}")
+
+    def rss_bytes(self) -> int:
+        self.check_alive()
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise ServerError(f"no VmRSS for pid {self.pid}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM this process (only it, by PID), SIGKILL it if it lingers; return its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+
+def start(kind: str, memory_mib: int, max_conns: int, log_dir: Path, tag: str = "", timeout: float = 15.0) -> Server:
+    """Launch one server on a free loopback port and wait until it answers a NOOP."""
+    for _attempt in range(3):  # the free port can be taken between probe and bind
+        port = free_port()
+        cmd = command(kind, port, memory_mib, max_conns)
+        log_path = log_dir / f"{kind}{'-' + tag if tag else ''}-{port}.log"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        with open(log_path, "wb") as log:
+            # Own session: a Ctrl-C in the terminal reaches only the bench,
+            # which then stops each server itself, in order.
+            proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = Server(kind, port, proc, log_path, cmd)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            try:
+                with mcclient.Connection(port, timeout=2) as conn:
+                    conn.noop()
+                return server
+            except OSError:
+                time.sleep(0.05)
+        server.stop()
+        if "in use" not in server.log_tail():
+            raise ServerError(f"{kind} did not come up on port {port}; log tail:\n{server.log_tail()}")
+    raise ServerError(f"{kind}: no free port after 3 attempts")

@@ -17,6 +17,8 @@ import errno
 import logging
 import socket
 
+import gevent
+
 from .commands import Commands
 from .protocol.binary import REQUEST_MAGIC, BinaryParser, ProtocolError, write_response
 from .stats import ConnectionInfo, Stats
@@ -49,6 +51,11 @@ class Connection:
         self.info = ConnectionInfo(peer, stats.clock())
         # Set by a graceful stop: finish the batch in hand, then close.
         self.stopping = False
+        self._hub = gevent.get_hub()
+        # A read watcher, so the loop can wait for a request without a
+        # failing recv; sockets without a descriptor (test fakes) just recv.
+        fileno = getattr(sock, "fileno", None)
+        self._readable = self._hub.loop.io(fileno(), 1) if fileno else None
 
     @property
     def idle(self) -> bool:
@@ -85,6 +92,8 @@ class Connection:
         parser = BinaryParser(self.max_item_size)
         execute = self.commands.execute
         data = first
+        readable = self._readable
+        wait = self._hub.wait
         while True:
             stats.bytes_read += len(data)
             parser.feed(data)
@@ -119,6 +128,11 @@ class Connection:
             if closing or self.stopping:
                 return
             info.state = "conn_waiting"
+            # A client waiting for these replies cannot have sent more yet:
+            # wait for readability first rather than pay for a recv that
+            # fails with EAGAIN. A full buffer hints that more is queued.
+            if readable is not None and len(data) < RECV_SIZE:
+                wait(readable)
             data = sock.recv(RECV_SIZE)
             if not data:
                 return
@@ -126,5 +140,9 @@ class Connection:
     def _send(self, out: list) -> None:
         data = out[0] if len(out) == 1 else b"".join(out)
         self.info.state = "conn_mwrite"
-        self.sock.sendall(data)
+        # One send() usually takes everything; sendall() would also ask the
+        # kernel for the socket's buffer size on every call.
+        sent = self.sock.send(data)
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
         self.stats.bytes_written += len(data)

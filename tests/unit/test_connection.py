@@ -3,7 +3,7 @@
 Two kinds of socket, neither on the network: a scripted fake whose ``recv``
 returns the chunks a test lists (so what arrives in which read is exact),
 and gevent's ``socketpair()`` for end-to-end runs with several clients at
-once. Both check, at every ``recv`` and ``sendall``, that nobody holds the
+once. Both check, at every ``recv`` and ``send``, that nobody holds the
 store lock: the project's rule is never to hold it across socket I/O.
 
 Nothing waits on the clock: the gevent.Timeout guards only turn a hang
@@ -72,11 +72,15 @@ class ScriptedSocket:
         assert len(chunk) <= size
         return chunk
 
-    def sendall(self, data) -> None:
-        self.server.check_unlocked("sendall")
+    def send(self, data) -> int:
+        self.server.check_unlocked("send")
         if self.send_error is not None:
             raise self.send_error
         self.sent.append(bytes(data))
+        return len(data)
+
+    def sendall(self, data) -> None:
+        self.send(data)
 
 
 class LockCheckingSocket:
@@ -94,6 +98,15 @@ class LockCheckingSocket:
         data = self.sock.recv(size)
         self.server.check_unlocked("after recv")
         return data
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, data) -> int:
+        self.server.check_unlocked("send")
+        sent = self.sock.send(data)
+        self.server.check_unlocked("after send")
+        return sent
 
     def sendall(self, data) -> None:
         self.server.check_unlocked("sendall")
@@ -304,9 +317,9 @@ class TestClosing:
                 seen.append(("recv", connection.idle))
                 return super().recv(size)
 
-            def sendall(self, data):
-                seen.append(("sendall", connection.idle))
-                super().sendall(data)
+            def send(self, data):
+                seen.append(("send", connection.idle))
+                return super().send(data)
 
         sock = Watching(server, [wire.request(0x0A), wire.request(0x0A)])
         connection = server.connection(sock)
@@ -314,9 +327,9 @@ class TestClosing:
         connection.serve()
         assert seen == [
             ("recv", True),
-            ("sendall", False),
+            ("send", False),
             ("recv", True),
-            ("sendall", False),
+            ("send", False),
             ("recv", True),
         ]
 

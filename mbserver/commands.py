@@ -25,6 +25,7 @@ from .store import (
     Mode,
     Status,
     Store,
+    unpack,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +50,17 @@ class Request(NamedTuple):
     opaque: int = 0
     quiet: bool = False
     echo_key: bool = False
+
+
+class GetMany(NamedTuple):
+    """A run of GETs answered together (a multi-get, or pipelined GETs).
+
+    ``context`` is the codec's own bookkeeping for writing the replies
+    (binary: each GET's opcode and opaque); the command layer ignores it.
+    """
+
+    keys: list[bytes]
+    context: object = None
 
 
 class Result(NamedTuple):
@@ -100,19 +112,31 @@ class Commands:
 
     # -- reads -----------------------------------------------------------
 
-    def _get(self, request: Request) -> Result:
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """Each key's item record (layout in ``store``) or None, under one read lock.
+
+        A read may still reorder the LRU or drop an expired item: that is
+        safe under a read lock because store calls never yield, so no other
+        greenlet runs while one is in progress.
+        """
         lock = self.lock
         lock.acquire_read()
         try:
-            item = self.store.get(request.key)
+            records = self.store.get_many(keys)
         finally:
             lock.release_read()
         stats = self.stats
-        stats.cmd_get += 1
-        if item is None:
-            stats.get_misses += 1
+        hits = len(records) - records.count(None)
+        stats.cmd_get += len(records)
+        stats.get_hits += hits
+        stats.get_misses += len(records) - hits
+        return records
+
+    def _get(self, request: Request) -> Result:
+        record = self.get_many([request.key])[0]
+        if record is None:
             return RESULT_NOT_FOUND
-        stats.get_hits += 1
+        item = unpack(record)
         return Result(OK, item.cas, item)
 
     def _gat(self, request: Request) -> Result:

@@ -19,8 +19,14 @@ import socket
 
 import gevent
 
-from .commands import Commands
-from .protocol.binary import REQUEST_MAGIC, BinaryParser, ProtocolError, write_response
+from .commands import Commands, GetMany
+from .protocol.binary import (
+    REQUEST_MAGIC,
+    BinaryParser,
+    ProtocolError,
+    write_gets,
+    write_response,
+)
 from .stats import ConnectionInfo, Stats
 
 log = logging.getLogger("mbserver.connection")
@@ -91,6 +97,7 @@ class Connection:
         info.protocol = "binary"
         parser = BinaryParser(self.max_item_size)
         execute = self.commands.execute
+        get_many = self.commands.get_many
         data = first
         readable = self._readable
         wait = self._hub.wait
@@ -106,10 +113,13 @@ class Connection:
                     request = parser.next()
                     if request is None:
                         break
-                    write_response(request, execute(request), out)
-                    if request.command == "quit":
-                        closing = True
-                        break
+                    if request.__class__ is GetMany:
+                        write_gets(request, get_many(request.keys), out)
+                    else:
+                        write_response(request, execute(request), out)
+                        if request.command == "quit":
+                            closing = True
+                            break
                     while counted < len(out):
                         pending += len(out[counted])
                         counted += 1

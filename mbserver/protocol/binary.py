@@ -19,8 +19,9 @@ import enum
 import struct
 
 from .. import PROTOCOL_VERSION
-from ..commands import Request, Result
+from ..commands import GetMany, Request, Result
 from ..store import (
+    CAS_OFFSET,
     EXISTS,
     MAX_KEY_LENGTH,
     MEMCACHED_ITEM_HEADER,
@@ -30,6 +31,7 @@ from ..store import (
     NOT_STORED,
     OK,
     TOO_LARGE,
+    VALUE_OFFSET,
 )
 
 REQUEST_MAGIC = 0x80
@@ -180,6 +182,7 @@ def _rules() -> dict[int, _Rule]:
 
 
 RULES = _rules()
+_GET_OPCODES = frozenset((Opcode.GET, Opcode.GETQ, Opcode.GETK, Opcode.GETKQ))
 
 # memcached without SASL still checks the shape of SASL requests (a protocol
 # error closes the connection) before answering "unknown command".
@@ -263,6 +266,8 @@ class BinaryParser:
             return Request("unknown", opcode=opcode, opaque=opaque)
         if not _fits(rule, keylen, extlen, bodylen):
             raise self._invalid(opcode, opaque, keylen, extlen, bodylen)
+        if opcode in _GET_OPCODES:
+            return self._get_run(buf, pos)
         start = pos + HEADER_SIZE
         value_len = bodylen - keylen - extlen
         refused = (
@@ -309,6 +314,43 @@ class BinaryParser:
             rule.echo_key,
         )
 
+    def _get_run(self, buf: bytearray, pos: int) -> GetMany | None:
+        """The complete GET-family packets from pos on, as one GetMany.
+
+        A pipelined or multi-get batch is answered with one store call, not
+        one per key. The run stops at anything else, which ``next`` then
+        parses (and rejects, if malformed) on its own.
+        """
+        size = len(buf)
+        unpack = HEADER.unpack_from
+        keys: list[bytes] = []
+        opcodes: list[int] = []
+        opaques: list[int] = []
+        while size - pos >= HEADER_SIZE:
+            magic, opcode, keylen, extlen, _dtype, _vbucket, bodylen, opaque, _cas = unpack(
+                buf, pos
+            )
+            if (
+                opcode not in _GET_OPCODES
+                or magic != REQUEST_MAGIC
+                or extlen
+                or bodylen != keylen
+                or not 0 < keylen <= MAX_KEY_LENGTH
+            ):
+                break
+            end = pos + HEADER_SIZE + keylen
+            if end > size:
+                break
+            keys.append(bytes(buf[pos + HEADER_SIZE : end]))
+            opcodes.append(opcode)
+            opaques.append(opaque)
+            pos = end
+        if not keys:
+            self._compact()
+            return None
+        self._pos = pos
+        return GetMany(keys, (opcodes, opaques))
+
     @staticmethod
     def _invalid(opcode, opaque, keylen, extlen, bodylen) -> ProtocolError:
         return ProtocolError(
@@ -340,6 +382,46 @@ def error_reply(opcode: int, opaque: int, status: ResponseStatus) -> bytes:
 
 def _empty(opcode: int, opaque: int, cas: int = 0) -> bytes:
     return _header(opcode, 0, 0, 0, 0, opaque, cas)
+
+
+_REPLY_PREFIX = struct.Struct(">BBHBBHII")  # a response header up to its CAS
+# Values up to this size are sliced out of their record (a copy is cheaper
+# than a memoryview for small ones); larger ones are sent without copying.
+_COPY_LIMIT = 1 << 14
+_GETK = Opcode.GETK
+_GET = Opcode.GET
+
+
+def write_gets(run: GetMany, records: list, out: list) -> None:
+    """Append the replies to a run of GETs, given each key's item record or None.
+
+    A record's bytes from CAS_OFFSET on are the CAS, the 4-byte flags and
+    the value: exactly a GET reply's header tail, extras and value, so a
+    hit costs one header prefix and one slice (see the layout in store).
+    """
+    opcodes, opaques = run.context
+    append = out.append
+    prefix = _REPLY_PREFIX.pack
+    for key, opcode, opaque, rec in zip(run.keys, opcodes, opaques, records):
+        if rec is None:
+            if opcode == _GET:
+                append(error_reply(opcode, opaque, ResponseStatus.KEY_NOT_FOUND))
+            elif opcode == _GETK:
+                append(_header(opcode, len(key), 0, 1, len(key), opaque, 0) + key)
+            continue  # GETQ and GETKQ stay silent on a miss
+        # body = flags (4) + [key] + value = len(rec) - CAS_OFFSET - 8 + [key]
+        body = len(rec) - CAS_OFFSET - 8
+        if opcode == _GET or opcode == Opcode.GETQ:
+            append(prefix(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, body, opaque))
+            append(rec[CAS_OFFSET:] if len(rec) < _COPY_LIMIT else memoryview(rec)[CAS_OFFSET:])
+        else:
+            keylen = len(key)
+            append(
+                prefix(RESPONSE_MAGIC, opcode, keylen, 4, 0, 0, body + keylen, opaque)
+                + rec[CAS_OFFSET:VALUE_OFFSET]
+                + key
+            )
+            append(rec[VALUE_OFFSET:] if len(rec) < _COPY_LIMIT else memoryview(rec)[VALUE_OFFSET:])
 
 
 # How a non-OK status of each command family reads on the wire.

@@ -18,12 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mbserver import PROTOCOL_VERSION
-from mbserver.commands import Request, Result
+from mbserver.commands import GetMany, Request, Result
 from mbserver.protocol.binary import (
     RULES,
     BinaryParser,
     Opcode,
     ProtocolError,
+    write_gets,
     write_response,
 )
 from mbserver.store import (
@@ -36,6 +37,8 @@ from mbserver.store import (
     OK,
     TOO_LARGE,
     Item,
+    Mode,
+    Store,
 )
 
 KEY, NO_KEY, ANY_KEY = "key", "no key", "any key"
@@ -133,7 +136,7 @@ def sample(wire, opcode: int, *, opaque: int = OPAQUE, cas: int = 0):
         value,
         flags,
         exptime,
-        cas,
+        0 if spec.command == "get" else cas,
         delta,
         initial,
         False,
@@ -143,6 +146,37 @@ def sample(wire, opcode: int, *, opaque: int = OPAQUE, cas: int = 0):
         spec.echo_key,
     )
     return packet, expected
+
+
+class RequestParser(BinaryParser):
+    """The codec's parser with every run of GETs (one ``GetMany``) expanded
+    back into one Request per GET, so the per-opcode tests treat every
+    opcode alike. GETs carry no CAS: memcached ignores a GET's CAS field.
+    ``TestGetRuns`` checks the runs themselves."""
+
+    def __init__(self, max_item_size: int = 1 << 20):
+        super().__init__(max_item_size)
+        self._expanded: list[Request] = []
+
+    def next(self):
+        if self._expanded:
+            return self._expanded.pop(0)
+        parsed = super().next()
+        if parsed.__class__ is not GetMany:
+            return parsed
+        opcodes, opaques = parsed.context
+        self._expanded = [
+            Request(
+                "get",
+                key,
+                opcode=opcode,
+                opaque=opaque,
+                quiet=SPECS[opcode].quiet,
+                echo_key=SPECS[opcode].echo_key,
+            )
+            for key, opcode, opaque in zip(parsed.keys, opcodes, opaques)
+        ]
+        return self._expanded.pop(0)
 
 
 def drain(parser: BinaryParser) -> list[Request]:
@@ -168,7 +202,7 @@ def feed_in_chunks(parser: BinaryParser, data: bytes, sizes) -> list[Request]:
 
 
 def parse_one(packet: bytes, max_item_size: int = 1 << 20) -> Request:
-    parser = BinaryParser(max_item_size)
+    parser = RequestParser(max_item_size)
     parser.feed(packet)
     request = parser.next()
     assert request is not None
@@ -187,7 +221,7 @@ def test_the_spec_table_covers_every_rule():
 class TestEveryOpcode:
     def test_fed_whole(self, wire, opcode):
         packet, expected = sample(wire, opcode, cas=0x1122334455667788)
-        parser = BinaryParser()
+        parser = RequestParser()
         parser.feed(packet)
         assert parser.next() == expected
         assert parser.next() is None
@@ -195,7 +229,7 @@ class TestEveryOpcode:
 
     def test_fed_byte_by_byte(self, wire, opcode):
         packet, expected = sample(wire, opcode)
-        parser = BinaryParser()
+        parser = RequestParser()
         for i, byte in enumerate(packet):
             parser.feed(bytes([byte]))
             request = parser.next()
@@ -208,7 +242,7 @@ class TestEveryOpcode:
         packet, expected = sample(wire, opcode, opaque=1)
         following, expected_next = sample(wire, 0x01, opaque=2)
         split = len(following) // 2
-        parser = BinaryParser()
+        parser = RequestParser()
         parser.feed(packet + following[:split])
         assert parser.next() == expected
         assert parser.next() is None
@@ -220,7 +254,8 @@ class TestEveryOpcode:
     def test_header_cas_and_opaque_are_carried(self, wire, opcode):
         packet, expected = sample(wire, opcode, opaque=0xFFFFFFFF, cas=(1 << 64) - 1)
         request = parse_one(packet)
-        assert (request.opaque, request.cas, request.opcode) == (0xFFFFFFFF, (1 << 64) - 1, opcode)
+        cas = 0 if SPECS[opcode].command == "get" else (1 << 64) - 1  # a GET's CAS means nothing
+        assert (request.opaque, request.cas, request.opcode) == (0xFFFFFFFF, cas, opcode)
         assert request == expected
 
 
@@ -295,7 +330,7 @@ class TestPipelines:
 
     def test_many_packets_fed_at_once(self, wire):
         data, expected = self.pipeline(wire, 500, seed=1)
-        parser = BinaryParser()
+        parser = RequestParser()
         parser.feed(data)
         assert drain(parser) == expected
         assert parser.buffered == 0
@@ -303,13 +338,13 @@ class TestPipelines:
     @pytest.mark.parametrize("chunk", [1, 7, 24, 25, 100, 4096])
     def test_many_packets_in_chunks(self, wire, chunk):
         data, expected = self.pipeline(wire, 200, seed=chunk)
-        assert feed_in_chunks(BinaryParser(), data, [chunk]) == expected
+        assert feed_in_chunks(RequestParser(), data, [chunk]) == expected
 
     def test_many_packets_in_random_chunks(self, wire):
         data, expected = self.pipeline(wire, 300, seed=3)
         rng = random.Random(4)
         sizes = [rng.randint(1, 200) for _ in range(1000)]
-        assert feed_in_chunks(BinaryParser(), data, sizes) == expected
+        assert feed_in_chunks(RequestParser(), data, sizes) == expected
 
     def test_pipelined_large_values_do_not_pile_up_in_memory(self, wire):
         """A client streaming big SETs must not make the parser keep the whole stream.
@@ -321,7 +356,7 @@ class TestPipelines:
         packet = wire.request(0x11, b"k", wire.storage_extras(), value)
         stream = packet * 200
         chunk = 1 << 16
-        parser = BinaryParser()
+        parser = RequestParser()
         tracemalloc.start()
         try:
             parsed = 0
@@ -346,7 +381,7 @@ class TestPipelines:
 
 @pytest.mark.parametrize("magic", [0x00, 0x81, 0x7F, 0xFF, ord("g")])
 def test_bad_magic_is_a_protocol_error_without_a_reply(wire, magic):
-    parser = BinaryParser()
+    parser = RequestParser()
     parser.feed(wire.request(0x00, b"k", magic=magic))
     with pytest.raises(ProtocolError) as caught:
         parser.next()
@@ -354,7 +389,7 @@ def test_bad_magic_is_a_protocol_error_without_a_reply(wire, magic):
 
 
 def test_bad_magic_after_a_good_packet(wire):
-    parser = BinaryParser()
+    parser = RequestParser()
     parser.feed(wire.request(0x0A, opaque=1) + wire.request(0x0A, magic=0x81))
     assert parser.next().command == "noop"
     with pytest.raises(ProtocolError) as caught:
@@ -452,7 +487,7 @@ def test_invalid_lengths_are_a_protocol_error(
     wire, opcode, key, extras, value, overrides, status, fed
 ):
     packet = wire.request(opcode, key, extras, value, opaque=0x0BADCAFE, cas=77, **overrides)
-    parser = BinaryParser()
+    parser = RequestParser()
     # Lengths are checked from the header: no body needs to arrive first.
     parser.feed(packet if fed == "whole" else packet[:24])
     with pytest.raises(ProtocolError) as caught:
@@ -465,7 +500,7 @@ def test_invalid_lengths_are_a_protocol_error(
 
 
 def test_an_invalid_packet_after_good_ones(wire):
-    parser = BinaryParser()
+    parser = RequestParser()
     parser.feed(wire.request(0x0A, opaque=1) + wire.request(0x0A, b"k", opaque=2))
     assert parser.next().opaque == 1
     with pytest.raises(ProtocolError) as caught:
@@ -488,7 +523,7 @@ def unknown_packet(wire, opcode: int, opaque: int) -> bytes:
 @pytest.mark.parametrize("opcode", UNKNOWN_OPCODES, ids=op_id)
 def test_unknown_opcodes_are_answered_and_skipped(wire, opcode):
     unknown = unknown_packet(wire, opcode, 0x55)
-    parser = BinaryParser()
+    parser = RequestParser()
     parser.feed(unknown + wire.request(0x0A, opaque=0x66))
     assert drain(parser) == [
         Request("unknown", opcode=opcode, opaque=0x55),
@@ -502,7 +537,7 @@ def test_unknown_opcode_body_arriving_later_is_skipped(wire, opcode):
     body = b"PLAIN" + b"\0user\0password" * 100
     unknown = wire.request(opcode, b"PLAIN", b"", body[5:], opaque=0x55)
     noop = wire.request(0x0A, opaque=0x66)
-    parser = BinaryParser()
+    parser = RequestParser()
     parser.feed(unknown[:24])
     assert parser.next() == Request("unknown", opcode=opcode, opaque=0x55)
     rest = unknown[24:]
@@ -517,14 +552,14 @@ def test_unknown_opcode_body_arriving_later_is_skipped(wire, opcode):
 
 
 def test_unknown_opcode_with_a_250_byte_key(wire):
-    parser = BinaryParser()
+    parser = RequestParser()
     parser.feed(wire.request(0x50, b"k" * 250, opaque=1) + wire.request(0x0A, opaque=2))
     assert [r.command for r in drain(parser)] == ["unknown", "noop"]
 
 
 def test_unknown_opcode_with_a_body_split_byte_by_byte(wire):
     data = wire.request(0x21, b"PLAIN", b"", b"\0u\0p", opaque=1) + wire.request(0x0A, opaque=2)
-    assert feed_in_chunks(BinaryParser(), data, [1]) == [
+    assert feed_in_chunks(RequestParser(), data, [1]) == [
         Request("unknown", opcode=0x21, opaque=1),
         Request("noop", opcode=0x0A, opaque=2),
     ]
@@ -542,7 +577,7 @@ def test_a_value_at_the_limit_is_accepted_and_one_byte_more_refused(wire, opcode
     largest = SMALL_LIMIT - MEMCACHED_ITEM_HEADER - len(b"key")
     fits = parse_one(wire.request(opcode, b"key", extras, b"x" * largest), SMALL_LIMIT)
     assert not fits.refused and len(fits.value) == largest
-    parser = BinaryParser(SMALL_LIMIT)
+    parser = RequestParser(SMALL_LIMIT)
     parser.feed(
         wire.request(opcode, b"key", extras, b"x" * (largest + 1), opaque=3, cas=4)
         + wire.request(0x0A, opaque=5)
@@ -565,7 +600,7 @@ def test_a_value_at_the_limit_is_accepted_and_one_byte_more_refused(wire, opcode
 
 def test_a_4_gib_claim_is_skipped_without_buffering(wire):
     header = wire.request(0x01, b"key", wire.storage_extras(), bodylen=0xFFFFFFFF)
-    parser = BinaryParser()
+    parser = RequestParser()
     chunk = b"\xab" * (1 << 16)
     parser.feed(header + chunk)
     request = parser.next()
@@ -583,7 +618,7 @@ def test_a_refused_value_is_skipped_then_parsing_resumes(wire):
     packet = wire.request(0x11, b"big", wire.storage_extras(1, 2), value, opaque=1)
     noop = wire.request(0x0A, opaque=2)
     data = packet + noop
-    parser = BinaryParser(1 << 20)
+    parser = RequestParser(1 << 20)
     seen = []
     chunk = 1 << 16
     for pos in range(0, len(data), chunk):
@@ -597,7 +632,7 @@ def test_a_refused_value_is_skipped_then_parsing_resumes(wire):
 
 def test_a_refused_value_fed_in_one_piece(wire):
     packet = wire.request(0x01, b"big", wire.storage_extras(), b"z" * 5000, opaque=1)
-    parser = BinaryParser(SMALL_LIMIT)
+    parser = RequestParser(SMALL_LIMIT)
     parser.feed(packet + wire.request(0x0A, opaque=2) + wire.request(0x00, b"k", opaque=3))
     requests = drain(parser)
     assert [(r.command, r.refused, r.opaque) for r in requests] == [
@@ -894,7 +929,7 @@ def valid_packet(draw):
         value,
         flags,
         exptime,
-        cas,
+        0 if spec.command == "get" else cas,
         delta,
         initial,
         False,
@@ -957,7 +992,7 @@ def header_like(draw):
 )
 def test_any_bytes_yield_requests_or_a_protocol_error(parts, cuts, max_item_size):
     data = b"".join(parts)
-    parser = BinaryParser(max_item_size)
+    parser = RequestParser(max_item_size)
     pos = i = 0
     while pos < len(data):
         size = cuts[i % len(cuts)]
@@ -982,6 +1017,75 @@ def test_any_bytes_yield_requests_or_a_protocol_error(parts, cuts, max_item_size
 def test_valid_packets_round_trip(packets, cuts):
     data = b"".join(packet for packet, _ in packets)
     expected = [request for _, request in packets]
-    parser = BinaryParser()
+    parser = RequestParser()
     assert feed_in_chunks(parser, data, cuts) == expected
     assert parser.buffered == 0
+
+
+class TestGetRuns:
+    """Consecutive GET-family packets parse as one GetMany, answered by write_gets."""
+
+    GETS = (0x00, 0x09, 0x0C, 0x0D)
+
+    def test_consecutive_gets_form_one_run(self, wire):
+        data = b"".join(wire.request(op, b"k%d" % op, opaque=op) for op in self.GETS)
+        parser = BinaryParser()
+        parser.feed(data)
+        run = parser.next()
+        assert run == GetMany([b"k0", b"k9", b"k12", b"k13"], ([0, 9, 12, 13], [0, 9, 12, 13]))
+        assert parser.next() is None
+
+    def test_a_run_stops_at_any_other_packet(self, wire):
+        data = (
+            wire.request(0x00, b"a", opaque=1)
+            + wire.request(0x0A, opaque=2)
+            + wire.request(0x0D, b"b", opaque=3)
+        )
+        parser = BinaryParser()
+        parser.feed(data)
+        assert parser.next().keys == [b"a"]
+        assert parser.next().command == "noop"
+        assert parser.next().keys == [b"b"]
+        assert parser.next() is None
+
+    def test_a_run_ends_before_an_incomplete_get(self, wire):
+        second = wire.request(0x00, b"second", opaque=2)
+        parser = BinaryParser()
+        parser.feed(wire.request(0x00, b"first", opaque=1) + second[:-1])
+        assert parser.next().keys == [b"first"]
+        assert parser.next() is None
+        parser.feed(second[-1:])
+        assert parser.next().keys == [b"second"]
+
+    def test_a_malformed_get_after_a_run_is_rejected_on_its_own(self, wire):
+        bad = wire.request(0x00, b"k", b"\0\0\0\0", opaque=7)  # a GET with extras
+        parser = BinaryParser()
+        parser.feed(wire.request(0x00, b"ok", opaque=1) + bad)
+        assert parser.next().keys == [b"ok"]
+        with pytest.raises(ProtocolError) as caught:
+            parser.next()
+        (reply,) = wire.responses(caught.value.reply)
+        assert (reply.opcode, reply.status, reply.opaque) == (0x00, 0x04, 7)
+
+    @pytest.mark.parametrize("size", [0, 5, 1 << 15])  # small values are sliced, large ones viewed
+    def test_write_gets_matches_write_response(self, wire, size):
+        """The fast path writes, byte for byte, what the general writer writes."""
+        store = Store()
+        store.store(Mode.SET, b"hit", b"v" * size, flags=0xABCD)
+        keys = [b"hit", b"miss"] * 4
+        opcodes = [op for op in self.GETS for _ in range(2)]
+        opaques = list(range(len(keys)))
+        out: list = []
+        write_gets(GetMany(keys, (opcodes, opaques)), store.get_many(keys), out)
+        expected: list = []
+        for key, opcode, opaque in zip(keys, opcodes, opaques):
+            spec = SPECS[opcode]
+            request = Request("get", key, opcode=opcode, opaque=opaque, quiet=spec.quiet,
+                              echo_key=spec.echo_key)
+            item = store.get(key)
+            result = Result(OK, item.cas, item) if item else Result(NOT_FOUND)
+            write_response(request, result, expected)
+        assert b"".join(out) == b"".join(expected)
+        replies = wire.responses(b"".join(out))
+        assert [r.opaque for r in replies] == [0, 1, 2, 4, 5, 6]  # quiet misses are silent
+        assert all(r.flags == 0xABCD for r in replies if r.status == 0)

@@ -458,9 +458,9 @@ class SpyStore(Store):
         state = "write" if lock.writer else "read" if lock.readers else "none"
         self.calls.append((name, state))
 
-    def get(self, *a, **kw):
-        self._note("get")
-        return super().get(*a, **kw)
+    def get_many(self, *a, **kw):
+        self._note("get_many")
+        return super().get_many(*a, **kw)
 
     def touch(self, *a, **kw):
         self._note("touch")
@@ -567,7 +567,7 @@ class TestLocking:
         h = Harness(clock, store=store)
         store.lock = h.lock
         expectations = [
-            (Request("get", b"k"), ("get", "read")),
+            (Request("get", b"k"), ("get_many", "read")),
             (Request("set", b"k", b"1"), ("store", "write")),
             (Request("set", b"k", refused=True), ("refuse", "write")),
             (Request("touch", b"k"), ("touch", "write")),

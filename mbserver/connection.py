@@ -1,14 +1,22 @@
 """One client connection: recv → parse every complete request → execute → one send.
 
 What lives here: the per-connection loop that a greenlet runs, protocol
-detection from the first byte, and output batching. What does not: parsing
-(``protocol/``), semantics and locking (``commands``), or listening
-(``server``).
+detection from the first byte, output batching, and waiting on the socket.
+What does not: parsing (``protocol/``), semantics and locking
+(``commands``), or listening (``server``).
 
 Each pass executes every request already buffered and then writes all their
-replies in one ``sendall``, so a pipelining client gets one write per batch.
-The store lock is taken and released inside ``Commands.execute``; by the time
-this loop touches the socket no lock is held.
+replies in one send, so a pipelining client gets one write per batch. The
+store lock is taken and released inside the command layer; by the time this
+loop touches the socket no lock is held.
+
+The socket is used in non-blocking mode: a recv or send that would block
+raises BlockingIOError (or sends part), and the greenlet then waits on a
+gevent read or write watcher for the descriptor, which lets the other
+greenlets run. Doing this here instead of through gevent's socket wrapper
+saves a layer of Python calls on every request. Objects without a
+descriptor (the unit tests' scripted sockets) never block, so need no
+watchers.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ SEND_THRESHOLD = 1 << 20
 # Errors that just mean the client went away.
 _GONE = (errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ENOTCONN, errno.EBADF)
 
+_READ, _WRITE = 1, 2  # libev/libuv event masks
+
 
 class Connection:
     def __init__(
@@ -58,10 +68,12 @@ class Connection:
         # Set by a graceful stop: finish the batch in hand, then close.
         self.stopping = False
         self._hub = gevent.get_hub()
-        # A read watcher, so the loop can wait for a request without a
-        # failing recv; sockets without a descriptor (test fakes) just recv.
         fileno = getattr(sock, "fileno", None)
-        self._readable = self._hub.loop.io(fileno(), 1) if fileno else None
+        if fileno is None:
+            self._readable = self._writable = None
+        else:
+            self._readable = self._hub.loop.io(fileno(), _READ)
+            self._writable = self._hub.loop.io(fileno(), _WRITE)
 
     @property
     def idle(self) -> bool:
@@ -81,12 +93,15 @@ class Connection:
                 log.debug("%s: connection lost (%s)", self.peer, error.strerror)
             else:
                 log.warning("%s: socket error: %s", self.peer, error)
+        finally:
+            for watcher in (self._readable, self._writable):
+                if watcher is not None:
+                    watcher.close()
 
     def _serve(self) -> None:
-        sock = self.sock
         stats = self.stats
         info = self.info
-        first = sock.recv(RECV_SIZE)
+        first = self._recv()
         if not first:
             return
         if first[0] != REQUEST_MAGIC:
@@ -96,11 +111,14 @@ class Connection:
             return
         info.protocol = "binary"
         parser = BinaryParser(self.max_item_size)
+        next_request = parser.next
         execute = self.commands.execute
         get_many = self.commands.get_many
-        data = first
+        clock = stats.clock
+        recv = self.sock.recv
         readable = self._readable
         wait = self._hub.wait
+        data = first
         while True:
             stats.bytes_read += len(data)
             parser.feed(data)
@@ -109,10 +127,7 @@ class Connection:
             closing = False
             info.state = "conn_parse_cmd"
             try:
-                while True:
-                    request = parser.next()
-                    if request is None:
-                        break
+                while (request := next_request()) is not None:
                     if request.__class__ is GetMany:
                         write_gets(request, get_many(request.keys), out)
                     else:
@@ -132,7 +147,7 @@ class Connection:
                 if error.reply:
                     out.append(error.reply)
                 closing = True
-            info.last_cmd = stats.clock()
+            info.last_cmd = clock()
             if out:
                 self._send(out)
             if closing or self.stopping:
@@ -140,19 +155,39 @@ class Connection:
             info.state = "conn_waiting"
             # A client waiting for these replies cannot have sent more yet:
             # wait for readability first rather than pay for a recv that
-            # fails with EAGAIN. A full buffer hints that more is queued.
+            # fails. A full buffer hints that more is already queued.
             if readable is not None and len(data) < RECV_SIZE:
                 wait(readable)
-            data = sock.recv(RECV_SIZE)
+            try:
+                data = recv(RECV_SIZE)
+            except BlockingIOError:
+                data = self._recv()
             if not data:
                 return
+
+    def _recv(self) -> bytes:
+        """Receive, waiting for the socket to become readable as often as needed."""
+        while True:
+            try:
+                return self.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                self._hub.wait(self._readable)
 
     def _send(self, out: list) -> None:
         data = out[0] if len(out) == 1 else b"".join(out)
         self.info.state = "conn_mwrite"
-        # One send() usually takes everything; sendall() would also ask the
-        # kernel for the socket's buffer size on every call.
-        sent = self.sock.send(data)
-        if sent < len(data):
-            self.sock.sendall(memoryview(data)[sent:])
-        self.stats.bytes_written += len(data)
+        total = len(data)
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < total:
+            # The client is not reading fast enough: wait until it does.
+            view = memoryview(data)
+            while sent < total:
+                self._hub.wait(self._writable)
+                try:
+                    sent += self.sock.send(view[sent:])
+                except BlockingIOError:
+                    pass
+        self.stats.bytes_written += total

@@ -115,7 +115,11 @@ class Server:
                 pass
             return
         ident = next(self._ids)
-        connection = Connection(sock, peer, self.commands, stats, self.settings.max_item_size)
+        # The connection drives a plain non-blocking socket itself (see
+        # connection.py); the gevent wrapper's descriptor is handed over.
+        raw = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        raw.setblocking(False)
+        connection = Connection(raw, peer, self.commands, stats, self.settings.max_item_size)
         stats.curr_connections += 1
         stats.total_connections += 1
         stats.connections[ident] = connection.info
@@ -124,6 +128,7 @@ class Server:
         try:
             connection.serve()
         finally:
+            raw.close()
             stats.curr_connections -= 1
             del stats.connections[ident]
             del self._connections[ident]

@@ -75,6 +75,10 @@ _MODES = {mode.value: mode for mode in Mode}
 
 _CAS_MODES = frozenset((Mode.SET, Mode.ADD, Mode.REPLACE))
 
+# Builds a Result without the Python-level __new__ of a NamedTuple call:
+# this is on every store's path.
+_new = tuple.__new__
+
 RESULT_OK = Result(OK)
 RESULT_NOT_FOUND = Result(NOT_FOUND)
 
@@ -188,7 +192,7 @@ class Commands:
             stats.store_too_large += 1
         elif status is NO_MEMORY:
             stats.store_no_memory += 1
-        return Result(status, cas)
+        return _new(Result, (status, cas, None, 0, None))
 
     def _delete(self, request: Request) -> Result:
         with self.lock.write():

@@ -123,25 +123,22 @@ class Connection:
             stats.bytes_read += len(data)
             parser.feed(data)
             out: list = []
-            counted = pending = 0
+            pending = 0
             closing = False
             info.state = "conn_parse_cmd"
             try:
                 while (request := next_request()) is not None:
                     if request.__class__ is GetMany:
-                        write_gets(request, get_many(request.keys), out)
+                        pending += write_gets(request, get_many(request.keys), out)
                     else:
-                        write_response(request, execute(request), out)
+                        pending += write_response(request, execute(request), out)
                         if request.command == "quit":
                             closing = True
                             break
-                    while counted < len(out):
-                        pending += len(out[counted])
-                        counted += 1
                     if pending >= SEND_THRESHOLD:
                         self._send(out)
                         out = []
-                        counted = pending = 0
+                        pending = 0
             except ProtocolError as error:
                 log.info("%s: protocol error: %s; closing", self.peer, error)
                 if error.reply:

@@ -43,6 +43,9 @@ _FLAGS_EXPTIME = struct.Struct(">II")
 _ARITH = struct.Struct(">QQI")
 _COUNTER = struct.Struct(">Q")
 NO_CREATE = 0xFFFFFFFF  # incr/decr expiry meaning "don't create a missing key"
+# Builds a NamedTuple from a tuple of all its fields without the Python-level
+# __new__ a NamedTuple call runs: this is on every request's path.
+_new = tuple.__new__
 
 
 class Opcode(enum.IntEnum):
@@ -182,7 +185,7 @@ def _rules() -> dict[int, _Rule]:
 
 
 RULES = _rules()
-_GET_OPCODES = frozenset((Opcode.GET, Opcode.GETQ, Opcode.GETK, Opcode.GETKQ))
+_GET_OPCODES = frozenset(int(op) for op in (Opcode.GET, Opcode.GETQ, Opcode.GETK, Opcode.GETKQ))
 
 # memcached without SASL still checks the shape of SASL requests (a protocol
 # error closes the connection) before answering "unknown command".
@@ -208,29 +211,63 @@ def _fits(rule: _Rule, keylen: int, extlen: int, bodylen: int) -> bool:
 class BinaryParser:
     """Incremental request parser: ``feed(bytes)``, then ``next()`` until None."""
 
-    # Compact the buffer once this much consumed data sits at its front.
-    _COMPACT_AT = 1 << 16
+    # A packet still incomplete past this size is collected as a list of
+    # chunks and joined once whole, so a large value costs one copy however
+    # many reads it arrives in; smaller leftovers are just concatenated.
+    _COLLECT_AT = 1 << 16
 
     def __init__(self, max_item_size: int = 1 << 20):
         self.max_item_size = max_item_size
-        self._buf = bytearray()
+        # Kept as bytes, not a bytearray: in the usual case a read holds whole
+        # packets, the buffer is that read itself, and keys and values are
+        # sliced from it with one copy each.
+        self._buf = b""
         self._pos = 0
         self._skip = 0  # body bytes still to discard (refused or unknown)
+        self._chunks: list[bytes] | None = None  # collecting one large packet
+        self._collected = 0
+        self._wanted = 0
 
     def feed(self, data: bytes) -> None:
+        if data.__class__ is not bytes:
+            data = bytes(data)
         if self._skip:
             dropped = min(self._skip, len(data))
             self._skip -= dropped
             data = data[dropped:]
-        self._buf += data
+        if self._chunks is not None:
+            self._chunks.append(data)
+            self._collected += len(data)
+            if self._collected >= self._wanted:
+                self._buf = b"".join(self._chunks)
+                self._pos = 0
+                self._chunks = None
+            return
+        if self._pos >= len(self._buf):
+            self._buf = data
+        else:
+            self._buf = self._buf[self._pos :] + data
+        self._pos = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet parsed."""
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._collected * (self._chunks is not None)
 
-    def next(self) -> Request | None:
-        """The next complete request, or None until more bytes are fed."""
+    def _incomplete(self, buf: bytes, pos: int, needed: int) -> None:
+        """The packet at pos needs ``needed`` bytes in all: collect it if large."""
+        if needed > self._COLLECT_AT:
+            self._chunks = [buf[pos:]]
+            self._collected = len(buf) - pos
+            self._wanted = needed
+            self._buf = b""
+            self._pos = 0
+
+    def next(self) -> Request | GetMany | None:
+        """The next complete request, or None until more bytes are fed.
+
+        A run of GET-family packets comes back as one ``GetMany``.
+        """
         buf = self._buf
         pos = self._pos
         if self._skip:
@@ -240,11 +277,18 @@ class BinaryParser:
             if self._skip:
                 return None
         if len(buf) - pos < HEADER_SIZE:
-            self._compact()
             return None
         (magic, opcode, keylen, extlen, _dtype, _vbucket, bodylen, opaque, cas) = (
             HEADER.unpack_from(buf, pos)
         )
+        if (
+            opcode in _GET_OPCODES
+            and magic == REQUEST_MAGIC
+            and not extlen
+            and bodylen == keylen
+            and 0 < keylen <= MAX_KEY_LENGTH
+        ):
+            return self._get_run(buf, pos)
         if magic != REQUEST_MAGIC:
             raise ProtocolError(f"bad magic byte 0x{magic:02x}")
         if keylen > MAX_KEY_LENGTH:
@@ -266,8 +310,6 @@ class BinaryParser:
             return Request("unknown", opcode=opcode, opaque=opaque)
         if not _fits(rule, keylen, extlen, bodylen):
             raise self._invalid(opcode, opaque, keylen, extlen, bodylen)
-        if opcode in _GET_OPCODES:
-            return self._get_run(buf, pos)
         start = pos + HEADER_SIZE
         value_len = bodylen - keylen - extlen
         refused = (
@@ -275,10 +317,10 @@ class BinaryParser:
         )
         needed = HEADER_SIZE + (extlen + keylen if refused else bodylen)
         if len(buf) - pos < needed:
-            self._compact()
+            self._incomplete(buf, pos, needed)
             return None
         key_start = start + extlen
-        key = bytes(buf[key_start : key_start + keylen])
+        key = buf[key_start : key_start + keylen]
         end = start + bodylen
         if refused:
             self._pos = key_start + keylen
@@ -286,7 +328,7 @@ class BinaryParser:
             value = b""
         else:
             self._pos = end
-            value = bytes(buf[key_start + keylen : end]) if value_len else b""
+            value = buf[key_start + keylen : end] if value_len else b""
         command = rule.command
         flags = exptime = delta = 0
         initial = None
@@ -298,23 +340,26 @@ class BinaryParser:
             delta, initial, exptime = _ARITH.unpack_from(buf, start)
             if exptime == NO_CREATE:
                 initial, exptime = None, 0
-        return Request(
-            command,
-            key,
-            value,
-            flags,
-            exptime,
-            cas,
-            delta,
-            initial,
-            refused,
-            opcode,
-            opaque,
-            rule.quiet,
-            rule.echo_key,
+        return _new(
+            Request,
+            (
+                command,
+                key,
+                value,
+                flags,
+                exptime,
+                cas,
+                delta,
+                initial,
+                refused,
+                opcode,
+                opaque,
+                rule.quiet,
+                rule.echo_key,
+            ),
         )
 
-    def _get_run(self, buf: bytearray, pos: int) -> GetMany | None:
+    def _get_run(self, buf: bytes, pos: int) -> GetMany | None:
         """The complete GET-family packets from pos on, as one GetMany.
 
         A pipelined or multi-get batch is answered with one store call, not
@@ -341,15 +386,14 @@ class BinaryParser:
             end = pos + HEADER_SIZE + keylen
             if end > size:
                 break
-            keys.append(bytes(buf[pos + HEADER_SIZE : end]))
+            keys.append(buf[pos + HEADER_SIZE : end])
             opcodes.append(opcode)
             opaques.append(opaque)
             pos = end
         if not keys:
-            self._compact()
             return None
         self._pos = pos
-        return GetMany(keys, (opcodes, opaques))
+        return _new(GetMany, (keys, (opcodes, opaques)))
 
     @staticmethod
     def _invalid(opcode, opaque, keylen, extlen, bodylen) -> ProtocolError:
@@ -357,15 +401,6 @@ class BinaryParser:
             f"opcode 0x{opcode:02x} with key {keylen}, extras {extlen}, body {bodylen} bytes",
             error_reply(opcode, opaque, ResponseStatus.INVALID_ARGUMENTS),
         )
-
-    def _compact(self) -> None:
-        pos = self._pos
-        if pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        elif pos >= self._COMPACT_AT:
-            del self._buf[:pos]
-            self._pos = 0
 
 
 # -- writing ----------------------------------------------------------------
@@ -388,40 +423,46 @@ _REPLY_PREFIX = struct.Struct(">BBHBBHII")  # a response header up to its CAS
 # Values up to this size are sliced out of their record (a copy is cheaper
 # than a memoryview for small ones); larger ones are sent without copying.
 _COPY_LIMIT = 1 << 14
-_GETK = Opcode.GETK
-_GET = Opcode.GET
+_GET, _GETQ, _GETK = int(Opcode.GET), int(Opcode.GETQ), int(Opcode.GETK)
 
 
-def write_gets(run: GetMany, records: list, out: list) -> None:
+def write_gets(run: GetMany, records: list, out: list) -> int:
     """Append the replies to a run of GETs, given each key's item record or None.
 
     A record's bytes from CAS_OFFSET on are the CAS, the 4-byte flags and
     the value: exactly a GET reply's header tail, extras and value, so a
     hit costs one header prefix and one slice (see the layout in store).
+    Returns the number of bytes appended.
     """
     opcodes, opaques = run.context
     append = out.append
     prefix = _REPLY_PREFIX.pack
+    written = 0
     for key, opcode, opaque, rec in zip(run.keys, opcodes, opaques, records):
         if rec is None:
             if opcode == _GET:
-                append(error_reply(opcode, opaque, ResponseStatus.KEY_NOT_FOUND))
+                append(_header(opcode, 0, 0, 1, 9, opaque, 0) + b"Not found")
+                written += HEADER_SIZE + 9
             elif opcode == _GETK:
                 append(_header(opcode, len(key), 0, 1, len(key), opaque, 0) + key)
+                written += HEADER_SIZE + len(key)
             continue  # GETQ and GETKQ stay silent on a miss
         # body = flags (4) + [key] + value = len(rec) - CAS_OFFSET - 8 + [key]
         body = len(rec) - CAS_OFFSET - 8
-        if opcode == _GET or opcode == Opcode.GETQ:
+        if opcode == _GET or opcode == _GETQ:
             append(prefix(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, body, opaque))
-            append(rec[CAS_OFFSET:] if len(rec) < _COPY_LIMIT else memoryview(rec)[CAS_OFFSET:])
+            append(rec[CAS_OFFSET:] if body < _COPY_LIMIT else memoryview(rec)[CAS_OFFSET:])
         else:
             keylen = len(key)
+            body += keylen
             append(
-                prefix(RESPONSE_MAGIC, opcode, keylen, 4, 0, 0, body + keylen, opaque)
+                prefix(RESPONSE_MAGIC, opcode, keylen, 4, 0, 0, body, opaque)
                 + rec[CAS_OFFSET:VALUE_OFFSET]
                 + key
             )
-            append(rec[VALUE_OFFSET:] if len(rec) < _COPY_LIMIT else memoryview(rec)[VALUE_OFFSET:])
+            append(rec[VALUE_OFFSET:] if body < _COPY_LIMIT else memoryview(rec)[VALUE_OFFSET:])
+        written += HEADER_SIZE + body
+    return written
 
 
 # How a non-OK status of each command family reads on the wire.
@@ -443,8 +484,12 @@ _NOT_STORED_STATUS = {
 }
 
 
-def write_response(request: Request, result: Result, out: list) -> None:
-    """Append the reply to ``request`` (nothing, for a silent quiet one) to out."""
+def write_response(request: Request, result: Result, out: list) -> int:
+    """Append the reply to ``request`` (nothing, for a silent quiet one) to out.
+
+    Returns the number of bytes appended.
+    """
+    before = len(out)
     command = request.command
     status = result.status
     opcode = request.opcode
@@ -453,13 +498,13 @@ def write_response(request: Request, result: Result, out: list) -> None:
         item = result.item
         if item is None:
             if request.quiet:
-                return
+                return 0
             if request.echo_key:
                 key = request.key
                 out.append(_header(opcode, len(key), 0, 1, len(key), opaque, 0) + key)
             else:
                 out.append(error_reply(opcode, opaque, ResponseStatus.KEY_NOT_FOUND))
-            return
+            return _size(out, before)
         key = request.key if request.echo_key else b""
         value = item.value
         out.append(
@@ -468,14 +513,14 @@ def write_response(request: Request, result: Result, out: list) -> None:
             + key
         )
         out.append(value)
-        return
+        return _size(out, before)
     if status is not OK:
         if status is NOT_STORED:
             wire = _NOT_STORED_STATUS[command]
         else:
             wire = _STORE_STATUS[status]
         out.append(error_reply(opcode, opaque, wire))
-        return
+        return _size(out, before)
     if command == "stats":
         for name, value in result.stats:
             name_b = name.encode()
@@ -486,12 +531,13 @@ def write_response(request: Request, result: Result, out: list) -> None:
                 + value_b
             )
         out.append(_empty(opcode, opaque))
-        return
+        return _size(out, before)
     if request.quiet:
-        return
+        return 0
     if command in _STORAGE:
-        out.append(_empty(opcode, opaque, result.cas))
-    elif command == "incr" or command == "decr":
+        out.append(HEADER.pack(RESPONSE_MAGIC, opcode, 0, 0, 0, 0, 0, opaque, result.cas))
+        return HEADER_SIZE
+    if command == "incr" or command == "decr":
         out.append(_header(opcode, 0, 0, 0, 8, opaque, result.cas) + _COUNTER.pack(result.number))
     elif command == "touch":
         out.append(_header(opcode, 0, 4, 0, 4, opaque, result.cas) + _UINT32.pack(result.item.flags))
@@ -502,3 +548,8 @@ def write_response(request: Request, result: Result, out: list) -> None:
         out.append(error_reply(opcode, opaque, ResponseStatus.UNKNOWN_COMMAND))
     else:  # delete, flush, noop, quit
         out.append(_empty(opcode, opaque))
+    return _size(out, before)
+
+
+def _size(out: list, start: int) -> int:
+    return sum(map(len, out[start:]))

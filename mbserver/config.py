@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from . import MEMCACHED_COMPAT_VERSION, __version__
@@ -29,6 +30,13 @@ class Settings:
     max_item_size: int = 1 << 20  # bytes
     max_connections: int = 1024
     verbosity: int = 0
+    idle_timeout: float = 0.0  # seconds; 0 = never close idle clients
+    send_timeout: float = 30.0  # seconds a reply may wait for the client to read
+    # SASL PLAIN users, (name, password); empty = no authentication. Kept out
+    # of repr so that logging the settings never shows a password.
+    credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -66,6 +74,33 @@ def _positive(text: str) -> int:
     if not _is_number(text) or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
     return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 1e9 or seconds != seconds:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return seconds
+
+
+def read_credentials(path: str) -> tuple[tuple[str, str], ...]:
+    """``user:password`` lines, as memcached's -Y file; blank lines and # comments skipped."""
+    users = []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            user, sep, password = line.partition(":")
+            if not sep or not user:
+                raise ValueError(f"{path}:{number}: expected user:password")
+            users.append((user, password))
+    if not users:
+        raise ValueError(f"{path}: no user:password lines")
+    return tuple(users)
 
 
 def _size(text: str) -> int:
@@ -110,6 +145,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="simultaneous client connections (default 1024)",
     )
     parser.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=0.0,
+        help="close a client that sends nothing for this long (default 0: never)",
+    )
+    parser.add_argument(
+        "--send-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=30.0,
+        help="close a client that leaves a reply unread this long (default 30)",
+    )
+    parser.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        help="require SASL PLAIN authentication (binary protocol) for the "
+        "user:password lines in FILE, as memcached's -Y; or set "
+        "MBSERVER_USERNAME and MBSERVER_PASSWORD",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve TLS with this PEM certificate chain (memcached's -Z with ssl_chain_cert)",
+    )
+    parser.add_argument(
+        "--tls-key", metavar="FILE", help="the PEM private key for --tls-cert"
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -124,9 +188,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Settings:
-    """Settings from argv; a bad value exits 2 with a usage message."""
+ENV_PREFIX = "MBSERVER_"
+
+
+def _apply_environment(parser: argparse.ArgumentParser, environ: dict[str, str]) -> None:
+    """Defaults from MBSERVER_<OPTION> variables; the command line still wins."""
+    for action in parser._actions:  # argparse offers no public list of its options
+        if action.dest in ("help", "version"):
+            continue
+        name = ENV_PREFIX + action.dest.upper()
+        text = environ.get(name)
+        if text is None or text == "":
+            continue
+        if action.type is None and action.nargs == 0:  # a count (-v)
+            if not _is_number(text):
+                parser.error(f"{name}={text!r} is not a whole number")
+            value = int(text)
+        else:
+            try:
+                value = action.type(text) if action.type else text
+            except argparse.ArgumentTypeError as error:
+                parser.error(f"{name}: {error}")
+        if not action.option_strings:  # the positional address
+            action.nargs = "?"
+        action.default = value
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Settings from argv and MBSERVER_* variables; a bad value exits 2 with a usage message."""
+    environ = os.environ if environ is None else environ
     parser = build_parser()
+    _apply_environment(parser, environ)
     args = parser.parse_args(argv)
     try:
         host, port = parse_address(args.address)
@@ -137,6 +231,22 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         parser.error(f"-I must be between {MIN_ITEM_SIZE} bytes and 1g")
     if args.max_item_size > memory // 2:
         parser.error("-I cannot be more than half of -m (as in memcached)")
+    credentials: tuple[tuple[str, str], ...] = ()
+    if args.auth_file:
+        try:
+            credentials = read_credentials(args.auth_file)
+        except (OSError, ValueError) as error:
+            parser.error(f"--auth-file: {error}")
+    user, password = environ.get("MBSERVER_USERNAME"), environ.get("MBSERVER_PASSWORD")
+    if user or password:
+        if not (user and password):
+            parser.error("set both MBSERVER_USERNAME and MBSERVER_PASSWORD, or neither")
+        credentials += ((user, password),)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    for path in (args.tls_cert, args.tls_key):
+        if path and not os.path.isfile(path):
+            parser.error(f"no such file: {path}")
     return Settings(
         host=host,
         port=port,
@@ -144,4 +254,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         max_item_size=args.max_item_size,
         max_connections=args.max_connections,
         verbosity=args.verbose,
+        idle_timeout=args.idle_timeout,
+        send_timeout=args.send_timeout,
+        credentials=credentials,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )

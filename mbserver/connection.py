@@ -1,9 +1,10 @@
 """One client connection: recv → parse every complete request → execute → one send.
 
 What lives here: the per-connection loop that a greenlet runs, protocol
-detection from the first byte, output batching, and waiting on the socket.
-What does not: parsing (``protocol/``), semantics and locking
-(``commands``), or listening (``server``).
+detection from the first byte, SASL and TLS handshakes, output batching,
+and waiting on the socket with the idle and send timeouts. What does not:
+parsing (``protocol/``), semantics and locking (``commands``), credential
+checks (``auth``), or listening (``server``).
 
 Each pass executes every request already buffered and then writes all their
 replies in one send, so a pipelining client gets one write per batch. The
@@ -11,12 +12,12 @@ store lock is taken and released inside the command layer; by the time this
 loop touches the socket no lock is held.
 
 The socket is used in non-blocking mode: a recv or send that would block
-raises BlockingIOError (or sends part), and the greenlet then waits on a
-gevent read or write watcher for the descriptor, which lets the other
-greenlets run. Doing this here instead of through gevent's socket wrapper
-saves a layer of Python calls on every request. Objects without a
-descriptor (the unit tests' scripted sockets) never block, so need no
-watchers.
+raises (BlockingIOError, or SSLWant* under TLS) or sends part, and the
+greenlet then waits on a gevent read or write watcher for the descriptor,
+which lets the other greenlets run. Doing this here instead of through
+gevent's socket wrapper saves a layer of Python calls on every request.
+Objects without a descriptor (the unit tests' scripted sockets) never
+block, so need no watchers.
 """
 
 from __future__ import annotations
@@ -24,16 +25,23 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
 
 import gevent
+from gevent import Timeout
 
+from .auth import MECHANISMS, Authenticator
 from .commands import Commands, GetMany
+from .config import Settings
 from .protocol.binary import (
     REQUEST_MAGIC,
+    SASL_COMMANDS,
     BinaryParser,
     ProtocolError,
+    auth_required_reply,
     write_gets,
     write_response,
+    write_sasl,
 )
 from .stats import ConnectionInfo, Stats
 
@@ -41,13 +49,20 @@ log = logging.getLogger("mbserver.connection")
 
 RECV_SIZE = 1 << 16
 # Replies are sent once this much is waiting even mid-batch, so a pipeline
-# of large GETs never builds an unbounded reply in memory.
+# of large GETs never builds more than about this much per connection.
 SEND_THRESHOLD = 1 << 20
+# How long a client gets to complete a TLS handshake.
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 # Errors that just mean the client went away.
 _GONE = (errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ENOTCONN, errno.EBADF)
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError)
 
 _READ, _WRITE = 1, 2  # libev/libuv event masks
+
+
+class ClientTooSlow(Exception):
+    """A reply stayed unread for the send timeout."""
 
 
 class Connection:
@@ -57,16 +72,20 @@ class Connection:
         peer: str,
         commands: Commands,
         stats: Stats,
-        max_item_size: int,
+        settings: Settings,
+        auth: Authenticator | None = None,
     ):
         self.sock = sock
         self.peer = peer
         self.commands = commands
         self.stats = stats
-        self.max_item_size = max_item_size
+        self.settings = settings
+        self.auth = auth
+        self.authenticated = auth is None
         self.info = ConnectionInfo(peer, stats.clock())
         # Set by a graceful stop: finish the batch in hand, then close.
         self.stopping = False
+        self._tls = isinstance(sock, ssl.SSLSocket)
         self._hub = gevent.get_hub()
         fileno = getattr(sock, "fileno", None)
         if fileno is None:
@@ -81,13 +100,21 @@ class Connection:
         return self.info.state in ("conn_new_cmd", "conn_waiting")
 
     def serve(self) -> None:
-        """Run until the client quits, disconnects or breaks the protocol."""
+        """Run until the client quits, disconnects, breaks the protocol or times out."""
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # not TCP (a test's socketpair): nothing to tune
         try:
+            if self._tls and not self._handshake():
+                return
             self._serve()
+        except ClientTooSlow:
+            log.info(
+                "%s: reply unread for %.0f s; closing", self.peer, self.settings.send_timeout
+            )
+        except ssl.SSLError as error:
+            log.info("%s: TLS error: %s", self.peer, error.reason or error)
         except OSError as error:
             if error.errno in _GONE:
                 log.debug("%s: connection lost (%s)", self.peer, error.strerror)
@@ -101,7 +128,12 @@ class Connection:
     def _serve(self) -> None:
         stats = self.stats
         info = self.info
-        first = self._recv()
+        # Try at once: a new client usually sends straight away (or has
+        # already gone, which this notices without a trip through the hub).
+        try:
+            first = self.sock.recv(RECV_SIZE)
+        except _WOULD_BLOCK:
+            first = self._wait_for_request() and self._recv()
         if not first:
             return
         if first[0] != REQUEST_MAGIC:
@@ -110,14 +142,17 @@ class Connection:
             self._send([b"SERVER_ERROR this server speaks the binary protocol only\r\n"])
             return
         info.protocol = "binary"
-        parser = BinaryParser(self.max_item_size)
+        parser = BinaryParser(self.settings.max_item_size, sasl=self.auth is not None)
         next_request = parser.next
         execute = self.commands.execute
         get_many = self.commands.get_many
         clock = stats.clock
-        recv = self.sock.recv
+        sock = self.sock
+        recv = sock.recv
         readable = self._readable
+        tls = self._tls
         wait = self._hub.wait
+        idle_timeout = self.settings.idle_timeout
         data = first
         while True:
             stats.bytes_read += len(data)
@@ -128,8 +163,15 @@ class Connection:
             info.state = "conn_parse_cmd"
             try:
                 while (request := next_request()) is not None:
-                    if request.__class__ is GetMany:
+                    if not self.authenticated:
+                        pending += self._before_auth(request, out)
+                        if self._refused:
+                            closing = True
+                            break
+                    elif request.__class__ is GetMany:
                         pending += write_gets(request, get_many(request.keys), out)
+                    elif request.command in SASL_COMMANDS:
+                        pending += self._sasl(request, out)
                     else:
                         pending += write_response(request, execute(request), out)
                         if request.command == "quit":
@@ -152,23 +194,111 @@ class Connection:
             info.state = "conn_waiting"
             # A client waiting for these replies cannot have sent more yet:
             # wait for readability first rather than pay for a recv that
-            # fails. A full buffer hints that more is already queued.
-            if readable is not None and len(data) < RECV_SIZE:
-                wait(readable)
+            # fails. A full buffer hints that more is already queued; under
+            # TLS, decrypted bytes may be waiting inside the SSL object.
+            if readable is not None and len(data) < RECV_SIZE and not (tls and sock.pending()):
+                if idle_timeout:
+                    if not self._wait_for_request():
+                        return
+                else:
+                    wait(readable)
             try:
                 data = recv(RECV_SIZE)
-            except BlockingIOError:
+            except _WOULD_BLOCK:
                 data = self._recv()
             if not data:
                 return
 
+    # -- authentication --------------------------------------------------
+
+    _refused = False
+
+    def _before_auth(self, request, out: list) -> int:
+        """Answer a request from a client that has not authenticated yet.
+
+        As memcached: SASL and VERSION are answered; anything else gets 0x20
+        and the connection closes.
+        """
+        if request.__class__ is not GetMany:
+            if request.command in SASL_COMMANDS:
+                return self._sasl(request, out)
+            if request.command == "version":
+                return write_response(request, self.commands.execute(request), out)
+        self.stats.auth_errors += 1
+        self._refused = True
+        reply = auth_required_reply(request)
+        out.append(reply)
+        log.info("%s: command before authentication; closing", self.peer)
+        return len(reply)
+
+    def _sasl(self, request, out: list) -> int:
+        if request.command == "sasl_list":
+            return write_sasl(request, MECHANISMS, out)
+        self.stats.auth_cmds += 1
+        user = None
+        if request.command == "sasl_auth" and self.auth is not None:
+            user = self.auth.plain(request.key, request.value)
+        if user is None:
+            self.stats.auth_errors += 1
+            log.info("%s: authentication failed", self.peer)
+            return write_sasl(request, None, out)
+        self.authenticated = True
+        log.info("%s: authenticated as %s", self.peer, user)
+        return write_sasl(request, b"Authenticated", out)
+
+    # -- socket I/O ------------------------------------------------------
+
+    def _handshake(self) -> bool:
+        """Complete the TLS handshake within TLS_HANDSHAKE_TIMEOUT; False if it fails."""
+        timer = Timeout(TLS_HANDSHAKE_TIMEOUT)
+        timer.start()
+        try:
+            while True:
+                try:
+                    self.sock.do_handshake()
+                    return True
+                except ssl.SSLWantReadError:
+                    self._hub.wait(self._readable)
+                except ssl.SSLWantWriteError:
+                    self._hub.wait(self._writable)
+        except Timeout as expired:
+            if expired is not timer:
+                raise
+            log.info("%s: no TLS handshake within %.0f s; closing", self.peer, TLS_HANDSHAKE_TIMEOUT)
+            return False
+        finally:
+            timer.close()
+
+    def _wait_for_request(self) -> bool:
+        """Wait until the client sends something; False if the idle timeout passes first."""
+        if self._readable is None or (self._tls and self.sock.pending()):
+            return True
+        idle_timeout = self.settings.idle_timeout
+        if not idle_timeout:
+            self._hub.wait(self._readable)
+            return True
+        timer = Timeout(idle_timeout)
+        timer.start()
+        try:
+            self._hub.wait(self._readable)
+            return True
+        except Timeout as expired:
+            if expired is not timer:
+                raise
+            log.info("%s: idle for %.0f s; closing", self.peer, idle_timeout)
+            return False
+        finally:
+            timer.close()
+
     def _recv(self) -> bytes:
-        """Receive, waiting for the socket to become readable as often as needed."""
+        """Receive, waiting for the socket as often as it needs."""
         while True:
             try:
                 return self.sock.recv(RECV_SIZE)
-            except BlockingIOError:
+            except _WOULD_BLOCK:
                 self._hub.wait(self._readable)
+            except ssl.SSLWantWriteError:
+                self._hub.wait(self._writable)
 
     def _send(self, out: list) -> None:
         data = out[0] if len(out) == 1 else b"".join(out)
@@ -176,15 +306,28 @@ class Connection:
         total = len(data)
         try:
             sent = self.sock.send(data)
-        except BlockingIOError:
+        except (*_WOULD_BLOCK, ssl.SSLWantWriteError):
             sent = 0
         if sent < total:
-            # The client is not reading fast enough: wait until it does.
-            view = memoryview(data)
-            while sent < total:
+            self._send_rest(memoryview(data), sent)
+        self.stats.bytes_written += total
+
+    def _send_rest(self, view: memoryview, sent: int) -> None:
+        """The client is not reading fast enough: wait for it, for at most the send timeout."""
+        timer = Timeout(self.settings.send_timeout or None)
+        timer.start()
+        try:
+            while sent < len(view):
                 self._hub.wait(self._writable)
                 try:
                     sent += self.sock.send(view[sent:])
-                except BlockingIOError:
+                except ssl.SSLWantReadError:
+                    self._hub.wait(self._readable)
+                except (BlockingIOError, ssl.SSLWantWriteError):
                     pass
-        self.stats.bytes_written += total
+        except Timeout as expired:
+            if expired is not timer:
+                raise
+            raise ClientTooSlow() from None
+        finally:
+            timer.close()

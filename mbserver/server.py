@@ -12,6 +12,7 @@ import itertools
 import logging
 import signal
 import socket
+import ssl
 import time
 from typing import Callable
 
@@ -20,6 +21,7 @@ import gevent.event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
+from .auth import Authenticator
 from .commands import Commands
 from .config import Settings
 from .connection import Connection
@@ -38,6 +40,14 @@ BACKLOG = 1024
 STOP_TIMEOUT = 5.0
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """A server-side TLS context from --tls-cert and --tls-key (TLS 1.2 or later)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
 def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -49,6 +59,8 @@ class Server:
         self.lock = RWLock()
         self.stats = Stats(clock)
         self.commands = Commands(self.store, self.lock, self.stats, settings)
+        self.auth = Authenticator(settings.credentials) if settings.credentials else None
+        self.tls = tls_context(settings) if settings.tls_cert else None
         self._ids = itertools.count(1)
         self._connections: dict[int, tuple[Connection, gevent.Greenlet]] = {}
         self._stopped = gevent.event.Event()
@@ -69,11 +81,13 @@ class Server:
         """Bind and listen; raises OSError (e.g. EADDRINUSE) if it cannot."""
         self.listener.start()
         log.info(
-            "listening on %s (memory %d MiB, item size %d bytes, %d connections)",
+            "listening on %s (memory %d MiB, item size %d bytes, %d connections%s%s)",
             self.address,
             self.settings.memory_limit >> 20,
             self.settings.max_item_size,
             self.settings.max_connections,
+            ", SASL PLAIN required" if self.auth else "",
+            ", TLS" if self.tls else "",
         )
 
     def serve_forever(self) -> None:
@@ -107,6 +121,10 @@ class Server:
         stats = self.stats
         peer = format_address(*address[:2]) if address else "unix"
         if stats.curr_connections >= self.settings.max_connections:
+            # Connections whose clients already left are counted until their
+            # greenlets run and see it: let them run once before refusing.
+            gevent.sleep(0)
+        if stats.curr_connections >= self.settings.max_connections:
             stats.rejected_connections += 1
             log.warning("%s: refused, %d connections open", peer, stats.curr_connections)
             try:
@@ -119,7 +137,10 @@ class Server:
         # connection.py); the gevent wrapper's descriptor is handed over.
         raw = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         raw.setblocking(False)
-        connection = Connection(raw, peer, self.commands, stats, self.settings.max_item_size)
+        if self.tls is not None:
+            # The handshake runs in this greenlet, under a timeout (connection.py).
+            raw = self.tls.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        connection = Connection(raw, peer, self.commands, stats, self.settings, self.auth)
         stats.curr_connections += 1
         stats.total_connections += 1
         stats.connections[ident] = connection.info

@@ -43,6 +43,8 @@ COUNTERS = (
     "touch_misses",
     "store_too_large",
     "store_no_memory",
+    "auth_cmds",
+    "auth_errors",
     "bytes_read",
     "bytes_written",
 )

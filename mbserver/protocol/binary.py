@@ -194,6 +194,14 @@ _SASL_RULES = {
     Opcode.SASL_AUTH: _Rule("unknown", (0,), _KEY, True),
     Opcode.SASL_STEP: _Rule("unknown", (0,), _KEY, True),
 }
+# With authentication on, they are commands: the key names the mechanism,
+# the value carries its data.
+SASL_COMMANDS = frozenset(("sasl_list", "sasl_auth", "sasl_step"))
+_SASL_ENABLED_RULES = {
+    Opcode.SASL_LIST_MECHS: _Rule("sasl_list", (0,), _NO_KEY, False),
+    Opcode.SASL_AUTH: _Rule("sasl_auth", (0,), _KEY, True),
+    Opcode.SASL_STEP: _Rule("sasl_step", (0,), _KEY, True),
+}
 _STORAGE = frozenset(("set", "add", "replace", "append", "prepend"))
 
 
@@ -216,8 +224,9 @@ class BinaryParser:
     # many reads it arrives in; smaller leftovers are just concatenated.
     _COLLECT_AT = 1 << 16
 
-    def __init__(self, max_item_size: int = 1 << 20):
+    def __init__(self, max_item_size: int = 1 << 20, sasl: bool = False):
         self.max_item_size = max_item_size
+        self._sasl = sasl  # parse SASL opcodes as commands (authentication is on)
         # Kept as bytes, not a bytearray: in the usual case a read holds whole
         # packets, the buffer is that read itself, and keys and values are
         # sliced from it with one copy each.
@@ -300,6 +309,8 @@ class BinaryParser:
                 error_reply(opcode, opaque, ResponseStatus.UNKNOWN_COMMAND),
             )
         rule = RULES.get(opcode)
+        if rule is None and self._sasl:
+            rule = _SASL_ENABLED_RULES.get(opcode)
         if rule is None:
             sasl = _SASL_RULES.get(opcode)
             if sasl is not None and not _fits(sasl, keylen, extlen, bodylen):
@@ -463,6 +474,25 @@ def write_gets(run: GetMany, records: list, out: list) -> int:
             append(rec[VALUE_OFFSET:] if body < _COPY_LIMIT else memoryview(rec)[VALUE_OFFSET:])
         written += HEADER_SIZE + body
     return written
+
+
+def write_sasl(request: Request, answer: bytes | None, out: list) -> int:
+    """Reply to a SASL command: ``answer`` is the mechanism list, or the
+    success text of an authentication; None means authentication failed."""
+    if answer is None:
+        reply = error_reply(request.opcode, request.opaque, ResponseStatus.AUTH_ERROR)
+    else:
+        reply = _header(request.opcode, 0, 0, 0, len(answer), request.opaque, 0) + answer
+    out.append(reply)
+    return len(reply)
+
+
+def auth_required_reply(request: Request | GetMany) -> bytes:
+    """The 0x20 reply to a command sent before authenticating (memcached then closes)."""
+    if request.__class__ is GetMany:
+        opcodes, opaques = request.context
+        return error_reply(opcodes[0], opaques[0], ResponseStatus.AUTH_ERROR)
+    return error_reply(request.opcode, request.opaque, ResponseStatus.AUTH_ERROR)
 
 
 # How a non-OK status of each command family reads on the wire.

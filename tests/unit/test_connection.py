@@ -40,7 +40,7 @@ class Server:
         self.violations: list[str] = []
 
     def connection(self, sock) -> Connection:
-        return Connection(sock, "test-peer", self.commands, self.stats, self.settings.max_item_size)
+        return Connection(sock, "test-peer", self.commands, self.stats, self.settings)
 
     def check_unlocked(self, where: str) -> None:
         if self.lock.locked:

@@ -13,7 +13,9 @@ import sys
 from .config import parse_args
 from .server import Server, format_address
 
-_LEVELS = {0: logging.WARNING, 1: logging.INFO}
+# Events (listening, signals, protocol and authentication errors) by default;
+# -v adds a line per connection.
+_LEVELS = {0: logging.INFO}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
         reason = os.strerror(error.errno) if error.errno else str(error)
         print(f"mbserver: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
-    print(f"mbserver listening on {server.address}", flush=True)
     server.serve_forever()
     return 0
 

@@ -37,6 +37,7 @@ class Settings:
     credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     tls_cert: str | None = None
     tls_key: str | None = None
+    shutdown_timeout: float = 10.0  # seconds a graceful stop waits for busy clients
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -174,11 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-key", metavar="FILE", help="the PEM private key for --tls-cert"
     )
     parser.add_argument(
+        "--shutdown-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=10.0,
+        help="on SIGTERM/SIGINT, how long busy clients get to finish (default 10)",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="count",
         default=0,
-        help="log more: -v connections and errors, -vv every command",
+        help="log more: -v adds a line per connection",
     )
     parser.add_argument(
         "--version",
@@ -259,4 +267,5 @@ def parse_args(
         credentials=credentials,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        shutdown_timeout=args.shutdown_timeout,
     )

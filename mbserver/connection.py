@@ -83,8 +83,9 @@ class Connection:
         self.auth = auth
         self.authenticated = auth is None
         self.info = ConnectionInfo(peer, stats.clock())
-        # Set by a graceful stop: finish the batch in hand, then close.
+        # Set by a graceful stop: answer what the client has sent, then close.
         self.stopping = False
+        self._parser: BinaryParser | None = None
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._hub = gevent.get_hub()
         fileno = getattr(sock, "fileno", None)
@@ -96,8 +97,11 @@ class Connection:
 
     @property
     def idle(self) -> bool:
-        """Waiting for a request, with no reply owed: safe to close at once."""
-        return self.info.state in ("conn_new_cmd", "conn_waiting")
+        """Waiting for a request, none partly received, no reply owed: safe to close now."""
+        parser = self._parser
+        return self.info.state in ("conn_new_cmd", "conn_waiting") and (
+            parser is None or not parser.buffered
+        )
 
     def serve(self) -> None:
         """Run until the client quits, disconnects, breaks the protocol or times out."""
@@ -142,7 +146,9 @@ class Connection:
             self._send([b"SERVER_ERROR this server speaks the binary protocol only\r\n"])
             return
         info.protocol = "binary"
-        parser = BinaryParser(self.settings.max_item_size, sasl=self.auth is not None)
+        parser = self._parser = BinaryParser(
+            self.settings.max_item_size, sasl=self.auth is not None
+        )
         next_request = parser.next
         execute = self.commands.execute
         get_many = self.commands.get_many
@@ -189,8 +195,13 @@ class Connection:
             info.last_cmd = clock()
             if out:
                 self._send(out)
-            if closing or self.stopping:
+            if closing:
                 return
+            if self.stopping:
+                data = self._drain(parser)
+                if not data:
+                    return
+                continue
             info.state = "conn_waiting"
             # A client waiting for these replies cannot have sent more yet:
             # wait for readability first rather than pay for a recv that
@@ -289,6 +300,17 @@ class Connection:
             return False
         finally:
             timer.close()
+
+    def _drain(self, parser: BinaryParser) -> bytes:
+        """While stopping: what the client has already sent, or b"" when it is all answered.
+
+        A request only partly received is waited for (the server's shutdown
+        timeout bounds the wait); otherwise nothing new is waited for.
+        """
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except _WOULD_BLOCK:
+            return self._recv() if parser.buffered else b""
 
     def _recv(self) -> bytes:
         """Receive, waiting for the socket as often as it needs."""

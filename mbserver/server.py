@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -36,8 +37,6 @@ log = logging.getLogger("mbserver.server")
 # the listen backlog.
 REJECT_SLOTS = 64
 BACKLOG = 1024
-# How long a stop waits for connections to finish before killing them.
-STOP_TIMEOUT = 5.0
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
@@ -64,6 +63,7 @@ class Server:
         self._ids = itertools.count(1)
         self._connections: dict[int, tuple[Connection, gevent.Greenlet]] = {}
         self._stopped = gevent.event.Event()
+        self._stopping = False
         self.pool = Pool(settings.max_connections + REJECT_SLOTS)
         self.listener = StreamServer(
             (settings.host, settings.port),
@@ -97,22 +97,30 @@ class Server:
         self._stopped.wait()
 
     def _on_signal(self, signum: int) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if self._stopping:
+            log.warning("received %s again; exiting now", name)
+            os._exit(128 + signum)
+        log.info("received %s; stopping (again to exit at once)", name)
         gevent.spawn(self.stop)
 
     def stop(self) -> None:
-        """Stop accepting; close idle clients now, busy ones after their batch.
+        """Stop accepting; close idle clients now, let busy ones finish.
 
-        Connections still running after STOP_TIMEOUT are killed.
+        A busy connection answers everything its client has already sent,
+        then closes; connections still running after --shutdown-timeout are
+        closed regardless.
         """
+        self._stopping = True
         self.listener.close()
         for connection, greenlet in list(self._connections.values()):
             if connection.idle:
                 greenlet.kill(block=False)
             else:
                 connection.stopping = True
-        if not self.pool.join(timeout=STOP_TIMEOUT):
-            log.warning("connections still busy after %.0f s; closing them", STOP_TIMEOUT)
+        timeout = self.settings.shutdown_timeout
+        if not self.pool.join(timeout=timeout):
+            log.warning("connections still busy after %.0f s; closing them", timeout)
             self.pool.kill(timeout=1)
         log.info("stopped")
         self._stopped.set()

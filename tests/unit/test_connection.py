@@ -298,16 +298,19 @@ class TestClosing:
         sock = run_scripted(server, [wire.request(0x00, b"key")[:25]])
         assert sock.sent == [] and sock.recv_calls == 2
 
-    def test_a_stopping_connection_finishes_its_batch_then_closes(self, server, wire):
-        # server.stop() sets `stopping` on a busy connection: the replies it
-        # owes still go out, then it closes instead of reading again.
+    def test_a_stopping_connection_answers_what_was_sent_then_closes(self, server, wire):
+        # server.stop() sets `stopping` on a busy connection: it answers every
+        # request the client has already sent (here two reads' worth), and
+        # closes as soon as a read would block instead of waiting for more.
         data = wire.request(0x0A, opaque=1) + wire.request(0x00, b"k", opaque=2)
-        sock = ScriptedSocket(server, [data, wire.request(0x0A, opaque=3)])
+        sock = ScriptedSocket(
+            server, [data, wire.request(0x0A, opaque=3), BlockingIOError(), wire.request(0x0A)]
+        )
         connection = server.connection(sock)
         connection.stopping = True
         connection.serve()
-        assert sock.recv_calls == 1
-        assert [r.opaque for r in wire.responses(b"".join(sock.sent))] == [1, 2]
+        assert sock.recv_calls == 3
+        assert [r.opaque for r in wire.responses(b"".join(sock.sent))] == [1, 2, 3]
 
     def test_idle_only_while_waiting_for_a_request(self, server, wire):
         seen = []

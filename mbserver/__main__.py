@@ -11,7 +11,7 @@ import os
 import sys
 
 from .config import parse_args
-from .server import Server, format_address
+from .server import Server
 
 # Events (listening, signals, protocol and authentication errors) by default;
 # -v adds a line per connection.
@@ -29,9 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
     except OSError as error:
-        where = format_address(settings.host, settings.port)
         reason = os.strerror(error.errno) if error.errno else str(error)
-        print(f"mbserver: cannot listen on {where}: {reason}", file=sys.stderr)
+        print(f"mbserver: cannot listen on {server.binding}: {reason}", file=sys.stderr)
         return 1
     server.serve_forever()
     return 0

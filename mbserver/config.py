@@ -38,6 +38,7 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     shutdown_timeout: float = 10.0  # seconds a graceful stop waits for busy clients
+    metrics_port: int | None = None  # serve /metrics and /healthz here; None = off
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -69,6 +70,12 @@ def parse_size(text: str) -> int:
 def _is_number(text: str) -> bool:
     """Plain ASCII digits (str.isdigit also accepts '²' and Arabic-Indic digits)."""
     return text.isascii() and text.isdigit()
+
+
+def _port(text: str) -> int:
+    if not _is_number(text) or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 0 to 65535")
+    return int(text)
 
 
 def _positive(text: str) -> int:
@@ -175,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-key", metavar="FILE", help="the PEM private key for --tls-cert"
     )
     parser.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=_port,
+        default=None,
+        help="serve Prometheus /metrics and /healthz over HTTP on this port (default off)",
+    )
+    parser.add_argument(
         "--shutdown-timeout",
         metavar="SECONDS",
         type=_seconds,
@@ -268,4 +282,5 @@ def parse_args(
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         shutdown_timeout=args.shutdown_timeout,
+        metrics_port=args.metrics_port,
     )

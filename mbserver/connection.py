@@ -26,6 +26,7 @@ import errno
 import logging
 import socket
 import ssl
+from time import perf_counter
 
 import gevent
 from gevent import Timeout
@@ -74,6 +75,7 @@ class Connection:
         stats: Stats,
         settings: Settings,
         auth: Authenticator | None = None,
+        observe_batch=None,
     ):
         self.sock = sock
         self.peer = peer
@@ -81,6 +83,7 @@ class Connection:
         self.stats = stats
         self.settings = settings
         self.auth = auth
+        self.observe_batch = observe_batch
         self.authenticated = auth is None
         self.info = ConnectionInfo(peer, stats.clock())
         # Set by a graceful stop: answer what the client has sent, then close.
@@ -159,8 +162,11 @@ class Connection:
         tls = self._tls
         wait = self._hub.wait
         idle_timeout = self.settings.idle_timeout
+        observe = self.observe_batch
         data = first
         while True:
+            if observe is not None:
+                started = perf_counter()
             stats.bytes_read += len(data)
             parser.feed(data)
             out: list = []
@@ -195,6 +201,8 @@ class Connection:
             info.last_cmd = clock()
             if out:
                 self._send(out)
+            if observe is not None:
+                observe(perf_counter() - started)
             if closing:
                 return
             if self.stopping:

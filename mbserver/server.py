@@ -64,6 +64,8 @@ class Server:
         self._connections: dict[int, tuple[Connection, gevent.Greenlet]] = {}
         self._stopped = gevent.event.Event()
         self._stopping = False
+        self.metrics = None  # the metrics HTTP server's handle, with --metrics-port
+        self._observe_batch = None
         self.pool = Pool(settings.max_connections + REJECT_SLOTS)
         self.listener = StreamServer(
             (settings.host, settings.port),
@@ -78,8 +80,28 @@ class Server:
         return format_address(host, port)
 
     def start(self) -> None:
-        """Bind and listen; raises OSError (e.g. EADDRINUSE) if it cannot."""
+        """Bind and listen; raises OSError (e.g. EADDRINUSE) if it cannot.
+
+        ``binding`` names the address being bound when it fails.
+        """
+        self.binding = format_address(self.settings.host, self.settings.port)
         self.listener.start()
+        if self.settings.metrics_port is not None:
+            self.binding = format_address(self.settings.host, self.settings.metrics_port)
+            # Imported only when asked for: prometheus_client costs ~11 MiB.
+            from .metrics import start_metrics
+
+            try:
+                self.metrics = start_metrics(
+                    self.settings.host, self.settings.metrics_port,
+                    self.stats, self.store, self.settings,
+                )
+            except OSError:
+                self.listener.close()
+                raise
+            self._observe_batch = self.metrics.latency.observe
+            log.info("metrics on http://%s/metrics", format_address(
+                self.settings.host, self.metrics.port))
         log.info(
             "listening on %s (memory %d MiB, item size %d bytes, %d connections%s%s)",
             self.address,
@@ -112,6 +134,8 @@ class Server:
         closed regardless.
         """
         self._stopping = True
+        if self.metrics is not None:
+            self.metrics.draining = True
         self.listener.close()
         for connection, greenlet in list(self._connections.values()):
             if connection.idle:
@@ -122,6 +146,8 @@ class Server:
         if not self.pool.join(timeout=timeout):
             log.warning("connections still busy after %.0f s; closing them", timeout)
             self.pool.kill(timeout=1)
+        if self.metrics is not None:
+            self.metrics.stop()
         log.info("stopped")
         self._stopped.set()
 
@@ -148,7 +174,10 @@ class Server:
         if self.tls is not None:
             # The handshake runs in this greenlet, under a timeout (connection.py).
             raw = self.tls.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-        connection = Connection(raw, peer, self.commands, stats, self.settings, self.auth)
+        connection = Connection(
+            raw, peer, self.commands, stats, self.settings, self.auth,
+            observe_batch=self._observe_batch,
+        )
         stats.curr_connections += 1
         stats.total_connections += 1
         stats.connections[ident] = connection.info

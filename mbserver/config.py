@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import re
 import os
+import re
+import ssl
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -269,6 +270,14 @@ def parse_args(
     for path in (args.tls_cert, args.tls_key):
         if path and not os.path.isfile(path):
             parser.error(f"no such file: {path}")
+    if args.tls_cert:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                args.tls_cert, args.tls_key
+            )
+        except (ssl.SSLError, OSError) as error:
+            reason = getattr(error, "reason", None) or error
+            parser.error(f"cannot use --tls-cert/--tls-key: {reason}")
     return Settings(
         host=host,
         port=port,

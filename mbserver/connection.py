@@ -181,7 +181,17 @@ class Connection:
                             closing = True
                             break
                     elif request.__class__ is GetMany:
-                        pending += write_gets(request, get_many(request.keys), out)
+                        records = get_many(request.keys)
+                        written, done = write_gets(
+                            request, records, out, 0, SEND_THRESHOLD - pending
+                        )
+                        pending += written
+                        while done < len(records):  # a multi-get of large values
+                            self._send(out)
+                            out = []
+                            pending, done = write_gets(
+                                request, records, out, done, SEND_THRESHOLD
+                            )
                     elif request.command in SASL_COMMANDS:
                         pending += self._sasl(request, out)
                     else:
@@ -346,6 +356,7 @@ class Connection:
         """The client is not reading fast enough: wait for it, for at most the send timeout."""
         timer = Timeout(self.settings.send_timeout or None)
         timer.start()
+        timed_out = False
         try:
             while sent < len(view):
                 self._hub.wait(self._writable)
@@ -358,6 +369,12 @@ class Connection:
         except Timeout as expired:
             if expired is not timer:
                 raise
-            raise ClientTooSlow() from None
+            timed_out = True
         finally:
             timer.close()
+        if timed_out:
+            # Raised out here, with the Timeout (whose traceback refers to
+            # this frame) dropped: no reference cycle keeps the unsent
+            # output alive after the connection closes.
+            del timer, view
+            raise ClientTooSlow()

@@ -437,19 +437,30 @@ _COPY_LIMIT = 1 << 14
 _GET, _GETQ, _GETK = int(Opcode.GET), int(Opcode.GETQ), int(Opcode.GETK)
 
 
-def write_gets(run: GetMany, records: list, out: list) -> int:
+def write_gets(
+    run: GetMany, records: list, out: list, start: int = 0, limit: int = 1 << 62
+) -> tuple[int, int]:
     """Append the replies to a run of GETs, given each key's item record or None.
 
     A record's bytes from CAS_OFFSET on are the CAS, the 4-byte flags and
     the value: exactly a GET reply's header tail, extras and value, so a
     hit costs one header prefix and one slice (see the layout in store).
-    Returns the number of bytes appended.
+    Writes from entry ``start`` on and stops once ``limit`` bytes are
+    written, so the caller can send before going on; returns the bytes
+    written and the index of the first entry not yet written.
     """
     opcodes, opaques = run.context
+    keys = run.keys
+    if start:
+        keys, opcodes, opaques, records = (
+            keys[start:], opcodes[start:], opaques[start:], records[start:]
+        )
     append = out.append
     prefix = _REPLY_PREFIX.pack
     written = 0
-    for key, opcode, opaque, rec in zip(run.keys, opcodes, opaques, records):
+    index = start
+    for key, opcode, opaque, rec in zip(keys, opcodes, opaques, records):
+        index += 1
         if rec is None:
             if opcode == _GET:
                 append(_header(opcode, 0, 0, 1, 9, opaque, 0) + b"Not found")
@@ -473,7 +484,9 @@ def write_gets(run: GetMany, records: list, out: list) -> int:
             )
             append(rec[VALUE_OFFSET:] if body < _COPY_LIMIT else memoryview(rec)[VALUE_OFFSET:])
         written += HEADER_SIZE + body
-    return written
+        if written >= limit:
+            break
+    return written, index
 
 
 def write_sasl(request: Request, answer: bytes | None, out: list) -> int:

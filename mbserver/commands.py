@@ -17,10 +17,14 @@ from . import stats as statsmod
 from .rwlock import RWLock
 from .store import (
     EXISTS,
-    NOT_FOUND,
+    KEY_BINARY,
     NO_MEMORY,
+    NOT_FOUND,
+    NOT_STORED,
     OK,
+    STALE,
     TOO_LARGE,
+    WIN_SENT,
     Item,
     Mode,
     Status,
@@ -71,6 +75,53 @@ class Result(NamedTuple):
     stats: list[tuple[str, str]] | None = None
 
 
+# A CAS no item can have (they are 64-bit): memcached compares a CAS of 0
+# literally where a request names one (text `cas`, ms/md with C0), so it
+# never matches, while 0 in ``Request.cas`` means "no CAS".
+NO_CAS_MATCH = 1 << 64
+
+
+class MetaRequest(NamedTuple):
+    """A meta command (mg ms md ma me), its flags parsed by the text codec.
+
+    ``order`` is the request's flag letters in request order: within one
+    command memcached applies T and N, and reports t and R, in that order,
+    so "t T30" shows the old TTL and "T30 t" the new one.
+    """
+
+    command: str  # "mg", "ms", "md", "ma", "me"
+    key: bytes
+    value: bytes = b""  # ms: the data block
+    order: str = ""
+    ttl: int | None = None  # T: new memcached exptime
+    vivify: int | None = None  # N: create on a miss, with this exptime
+    recache: int | None = None  # mg R: win the recache if the TTL left is below this
+    client_flags: int = 0  # ms F
+    compare_cas: int | None = None  # C
+    mode: str = ""  # ms: a Mode value ("set" ...); ma: "incr" or "decr"
+    delta: int = 1  # ma D
+    initial: int = 0  # ma J
+    refused: bool = False  # ms: value too large, skipped unread
+    # mg/ma: the reply is an error memcached finds at this flag, after the
+    # command has run; the flags before it still take effect.
+    abort_at: int | None = None
+    context: object = None  # the codec's own bookkeeping; ignored here
+
+
+class MetaResult(NamedTuple):
+    status: Status
+    item: Item | None = None  # the item as the command left it
+    cas: int = 0  # ms, ma: the new item's CAS
+    number: int = 0  # ma: the counter's new value
+    ttl: int = -1  # t: seconds left as of the t flag (-1: never expires)
+    fetched: bool = False  # h: read before this request
+    idle: int = 0  # l: seconds since the last access, before this request
+    won: bool = False  # W: this client is to recache the item
+    stale: bool = False  # X
+    win_sent: bool = False  # Z: another client already won
+    binary_key: bool = False  # stored by ms with b (k shows the key in base64)
+
+
 _MODES = {mode.value: mode for mode in Mode}
 
 _CAS_MODES = frozenset((Mode.SET, Mode.ADD, Mode.REPLACE))
@@ -80,6 +131,9 @@ _CAS_MODES = frozenset((Mode.SET, Mode.ADD, Mode.REPLACE))
 _new = tuple.__new__
 
 RESULT_OK = Result(OK)
+
+# mg flags that make memcached hold the item locked and bump it only at the end.
+_LOCKED_FLAGS = frozenset("hlTNR")
 RESULT_NOT_FOUND = Result(NOT_FOUND)
 
 
@@ -104,6 +158,11 @@ class Commands:
             "version": self._nothing,
             "quit": self._nothing,
             "unknown": self._nothing,  # the codec answers it; nothing to do here
+            "mg": self._mg,
+            "ms": self._ms,
+            "md": self._md,
+            "ma": self._ma,
+            "me": self._me,
         }
         for mode in _MODES:
             self._handlers[mode] = self._store
@@ -134,6 +193,18 @@ class Commands:
         stats.cmd_get += len(records)
         stats.get_hits += hits
         stats.get_misses += len(records) - hits
+        return records
+
+    def gat_many(self, keys: list[bytes], exptime: int) -> list[bytes | None]:
+        """Touch each key (a text GAT) and return its new record or None, under one lock."""
+        touch = self.store.touch_record
+        with self.lock.write():
+            records = [touch(key, exptime) for key in keys]
+        stats = self.stats
+        hits = len(records) - records.count(None)
+        stats.cmd_touch += len(records)
+        stats.touch_hits += hits
+        stats.touch_misses += len(records) - hits
         return records
 
     def _get(self, request: Request) -> Result:
@@ -268,3 +339,221 @@ class Commands:
 
     def _nothing(self, request: Request) -> Result:
         return RESULT_OK
+
+    # -- meta commands ---------------------------------------------------
+
+    def _mg(self, request: MetaRequest) -> MetaResult:
+        store = self.store
+        key = request.key
+        aborted = request.abort_at is not None
+        order = request.order[: request.abort_at] if aborted else request.order
+        with self.lock.write():  # may touch, vivify or hand out the win token
+            rec = store.lookup(key)
+            created = rec is None and request.vivify is not None
+            if created:
+                rec = store.vivify(key)
+            if rec is None:
+                result = MetaResult(NOT_FOUND)
+            else:
+                now = store.clock()
+                before = unpack(rec)
+                exptime, atime = before.exptime, before.atime
+                marks = store.marks(key)
+                win_sent = bool(marks & WIN_SENT)
+                stale = bool(marks & STALE)
+                fetched = store.fetched(key)
+                new_exptime, ttl, won = exptime, -1, False
+                for letter in order:
+                    if letter == "T":
+                        new_exptime = store.expiry(request.ttl, now)
+                    elif letter == "N":
+                        if created:
+                            new_exptime = store.expiry(request.vivify, now)
+                            won = True
+                    elif letter == "R":
+                        if (
+                            not win_sent
+                            and not created
+                            and new_exptime
+                            and new_exptime < store.expiry(request.recache, now)
+                        ):
+                            won = True
+                    elif letter == "t":
+                        ttl = self._remaining(new_exptime, now)
+                if new_exptime != exptime:
+                    rec = store.set_expiry(key, new_exptime)
+                if not aborted:
+                    if stale and not win_sent:
+                        won = True  # the first to see a stale item recaches it
+                    if won:
+                        store.set_marks(key, marks | WIN_SENT)
+                # What a GET does to a hit: fetched, maybe bumped. memcached
+                # does it last, so an error found on the way skips it, except
+                # in a plain fetch (no h l T N R), where it comes first.
+                if "u" not in request.order and not (
+                    aborted and _LOCKED_FLAGS & set(request.order)
+                ):
+                    store.get_many((key,))
+                result = MetaResult(
+                    OK,
+                    unpack(rec),
+                    ttl=ttl,
+                    fetched=fetched,
+                    idle=max(0, int(now) - atime),
+                    won=won,
+                    stale=stale,
+                    win_sent=win_sent,
+                    binary_key=bool(marks & KEY_BINARY),
+                )
+        if not aborted:
+            # As memcached: a miss always counts as a GET miss; a hit that
+            # reached a T flag counts as a touch.
+            stats = self.stats
+            if result.status is not OK:
+                stats.cmd_get += 1
+                stats.get_misses += 1
+            elif "T" in order:
+                stats.cmd_touch += 1
+                stats.touch_hits += 1
+            else:
+                stats.cmd_get += 1
+                stats.get_hits += 1
+        return result
+
+    def _me(self, request: MetaRequest) -> MetaResult:
+        store = self.store
+        with self.lock.read():
+            rec = store.lookup(request.key)
+            if rec is None:
+                return MetaResult(NOT_FOUND)
+            now = store.clock()
+            fetched = store.fetched(request.key)
+            marks = store.marks(request.key)
+        item = unpack(rec)
+        return MetaResult(
+            OK,
+            item,
+            ttl=self._remaining(item.exptime, now),
+            fetched=fetched,
+            idle=max(0, int(now) - item.atime),
+            binary_key=bool(marks & KEY_BINARY),
+        )
+
+    def _ms(self, request: MetaRequest) -> MetaResult:
+        store = self.store
+        key = request.key
+        mode = _MODES[request.mode]
+        cas = request.compare_cas
+        # As memcached's ms: C turns set and replace into a compare-and-swap
+        # (against a literal 0 too); add ignores it; append and prepend
+        # compare only a non-zero one.
+        cas_mode = cas is not None and mode in (Mode.SET, Mode.REPLACE)
+        if cas is None or mode is Mode.ADD:
+            store_cas = 0
+        elif cas_mode:
+            store_cas = cas or NO_CAS_MATCH
+        else:
+            store_cas = cas
+        with self.lock.write():
+            if request.refused:
+                # Unlike set/add/..., ms drops the old item whatever its mode.
+                status, new_cas = store.refuse(Mode.SET, key), 0
+            else:
+                status, new_cas = store.store(
+                    mode, key, request.value, request.client_flags, request.ttl or 0, store_cas
+                )
+                if status is EXISTS and cas and cas_mode and "I" in request.order:
+                    status, new_cas = store.store_stale(
+                        key, request.value, request.client_flags, cas
+                    )
+                if status is OK and "b" in request.order:
+                    store.set_marks(key, store.marks(key) | KEY_BINARY)
+        stats = self.stats
+        if not request.refused:
+            stats.cmd_set += 1
+        if cas_mode:
+            if status is OK:
+                stats.cas_hits += 1
+            elif status is EXISTS:
+                stats.cas_badval += 1
+            elif status is NOT_FOUND:
+                stats.cas_misses += 1
+        if status is TOO_LARGE:
+            stats.store_too_large += 1
+        elif status is NO_MEMORY:
+            stats.store_no_memory += 1
+        return MetaResult(status, cas=new_cas)
+
+    def _md(self, request: MetaRequest) -> MetaResult:
+        cas = request.compare_cas
+        cas = 0 if cas is None else cas or NO_CAS_MATCH
+        invalidate = "I" in request.order
+        with self.lock.write():
+            if invalidate:
+                status, _ = self.store.invalidate(request.key, cas, request.ttl)
+            else:
+                status = self.store.delete(request.key, cas)
+        if status is not OK:
+            self.stats.delete_misses += 1  # memcached counts a CAS mismatch as a miss
+        elif not invalidate:
+            self.stats.delete_hits += 1
+        return MetaResult(status)
+
+    def _ma(self, request: MetaRequest) -> MetaResult:
+        store = self.store
+        key = request.key
+        incr = request.mode != "decr"
+        order = request.order if request.abort_at is None else request.order[: request.abort_at]
+        with self.lock.write():
+            # memcached's ma compares only a non-zero CAS.
+            status, number, cas = store.arith(
+                key, incr, request.delta, None, 0, request.compare_cas or 0
+            )
+            created = False
+            if status is NOT_FOUND and request.vivify is not None:
+                # Created holding the initial value, the delta not applied.
+                status, number, cas = store.arith(key, incr, request.delta, request.initial)
+                created = status is OK
+                if not created:
+                    status = NOT_STORED
+            item = None
+            ttl = -1
+            if status is OK:
+                now = store.clock()
+                rec = store.lookup(key)
+                exptime = new_exptime = unpack(rec).exptime
+                for letter in order:
+                    if letter == "T":
+                        new_exptime = store.expiry(request.ttl, now)
+                    elif letter == "N" and created:
+                        new_exptime = store.expiry(request.vivify, now)
+                    elif letter == "t":
+                        ttl = self._remaining(new_exptime, now)
+                if new_exptime != exptime:
+                    rec = store.set_expiry(key, new_exptime)
+                item = unpack(rec)
+        stats = self.stats
+        if status is OK and not created:
+            if incr:
+                stats.incr_hits += 1
+            else:
+                stats.decr_hits += 1
+        elif status is NOT_FOUND:
+            if incr:
+                stats.incr_misses += 1
+            else:
+                stats.decr_misses += 1
+        return MetaResult(status, item, cas, number, ttl)
+
+    def _remaining(self, exptime: int, now: float) -> int:
+        """The TTL memcached's t flag shows: seconds left, -1 for never.
+
+        An item given an expiry in the past within the same command (T-1)
+        shows what memcached prints for it: its internal "expired" time (1)
+        minus its clock, which starts at 62 s, as an unsigned 32-bit number.
+        """
+        if exptime == 0:
+            return -1
+        if exptime == 1:
+            return (1 - (int(now - self.store.started) + 62)) & 0xFFFFFFFF
+        return exptime - int(now)

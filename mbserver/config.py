@@ -39,6 +39,8 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     shutdown_timeout: float = 10.0  # seconds a graceful stop waits for busy clients
+    snapshot: str | None = None  # file for warm restarts; None = off
+    snapshot_interval: float = 0.0  # seconds between periodic snapshots; 0 = only on stop
     metrics_port: int | None = None  # serve /metrics and /healthz here; None = off
 
 
@@ -190,6 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus /metrics and /healthz over HTTP on this port (default off)",
     )
     parser.add_argument(
+        "--snapshot",
+        metavar="FILE",
+        help="warm restarts: load the cache from FILE at start, write it there on a "
+        "graceful stop (atomically)",
+    )
+    parser.add_argument(
+        "--snapshot-interval",
+        metavar="SECONDS",
+        type=_seconds,
+        default=0.0,
+        help="with --snapshot, also write it every SECONDS while serving (default 0: only on stop)",
+    )
+    parser.add_argument(
         "--shutdown-timeout",
         metavar="SECONDS",
         type=_seconds,
@@ -265,6 +280,10 @@ def parse_args(
         if not (user and password):
             parser.error("set both MBSERVER_USERNAME and MBSERVER_PASSWORD, or neither")
         credentials += ((user, password),)
+    if args.snapshot_interval and not args.snapshot:
+        parser.error("--snapshot-interval needs --snapshot FILE")
+    if args.snapshot and not os.path.isdir(os.path.dirname(os.path.abspath(args.snapshot))):
+        parser.error(f"--snapshot: no such directory for {args.snapshot}")
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
     for path in (args.tls_cert, args.tls_key):
@@ -291,5 +310,7 @@ def parse_args(
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         shutdown_timeout=args.shutdown_timeout,
+        snapshot=args.snapshot,
+        snapshot_interval=args.snapshot_interval,
         metrics_port=args.metrics_port,
     )

@@ -27,6 +27,7 @@ from .commands import Commands
 from .config import Settings
 from .connection import Connection
 from .rwlock import RWLock
+from .snapshot import Snapshots
 from .stats import Stats
 from .store import Store
 
@@ -64,6 +65,9 @@ class Server:
         self._connections: dict[int, tuple[Connection, gevent.Greenlet]] = {}
         self._stopped = gevent.event.Event()
         self._stopping = False
+        self.snapshots = (
+            Snapshots(settings.snapshot, self.store, self.lock) if settings.snapshot else None
+        )
         self.metrics = None  # the metrics HTTP server's handle, with --metrics-port
         self._observe_batch = None
         self.pool = Pool(settings.max_connections + REJECT_SLOTS)
@@ -85,6 +89,9 @@ class Server:
         ``binding`` names the address being bound when it fails.
         """
         self.binding = format_address(self.settings.host, self.settings.port)
+        self.listener.init_socket()  # bind first: a busy port fails before a long load
+        if self.snapshots is not None:
+            self.snapshots.load()  # before accepting: clients see the whole warm cache
         self.listener.start()
         if self.settings.metrics_port is not None:
             self.binding = format_address(self.settings.host, self.settings.metrics_port)
@@ -111,6 +118,8 @@ class Server:
             ", SASL PLAIN required" if self.auth else "",
             ", TLS" if self.tls else "",
         )
+        if self.snapshots is not None and self.settings.snapshot_interval:
+            self.snapshots.start_periodic(self.settings.snapshot_interval)
 
     def serve_forever(self) -> None:
         """Serve until SIGTERM or SIGINT, then stop gracefully."""
@@ -146,6 +155,12 @@ class Server:
         if not self.pool.join(timeout=timeout):
             log.warning("connections still busy after %.0f s; closing them", timeout)
             self.pool.kill(timeout=1)
+        if self.snapshots is not None:
+            # Written after the last client is done, so it holds every write
+            # they were answered for. A second signal during it leaves the
+            # previous snapshot in place (the write is atomic).
+            self.snapshots.stop_periodic()
+            self.snapshots.save()
         if self.metrics is not None:
             self.metrics.stop()
         log.info("stopped")

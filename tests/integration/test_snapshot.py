@@ -1,0 +1,220 @@
+"""A real SIGKILL in the middle of a snapshot write leaves the previous snapshot intact.
+
+Each test runs the snapshot writer in a separate Python process
+(``sys.executable -c``) over a good snapshot, kills it with SIGKILL and
+checks what is left on disk: the previous snapshot, whole and loadable, or
+a complete new one, and never a partial file under the snapshot's name.
+No server is started: this is about the file, and the writer is the code
+the server runs. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mbserver.snapshot import load_snapshot, write_snapshot
+from mbserver.store import record
+
+from .support import REPO_ROOT
+
+T0 = 1_700_000_000
+WAIT = 30.0  # seconds any one step may take before the test fails
+
+# The writer: N items of 1 KiB over ARGV path, cooperative or not. With
+# PAUSE it prints "HALF" when half the items are encoded and waits there to
+# be killed; with LOOP it writes snapshots of alternating contents forever,
+# printing "WROTE <count>" after each.
+WRITER = """
+import sys, time
+from mbserver.snapshot import write_snapshot
+from mbserver.store import record
+path, count, mode, cooperative = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+value = b"v" * 1024
+
+def pairs(n):
+    for i in range(n):
+        if mode == "pause" and i == n // 2:
+            print("HALF", flush=True)
+            time.sleep(60)
+        yield b"new:%d" % i, record(value, i, 0, i + 1, 0)
+
+if mode == "pause":
+    write_snapshot(path, pairs(count), 1_700_000_000, cooperative=cooperative)
+    print("DONE", flush=True)
+else:
+    print("READY", flush=True)
+    n = count
+    while True:
+        write_snapshot(path, pairs(n), 1_700_000_000, cooperative=cooperative)
+        print("WROTE", n, flush=True)
+        n = count + 1 if n == count else count
+"""
+
+
+def write_previous(path: Path, count: int = 100) -> bytes:
+    pairs = [(b"old:%d" % i, record(b"old value %d" % i, i, 0, i + 1, T0)) for i in range(count)]
+    write_snapshot(path, pairs, T0)
+    return path.read_bytes()
+
+
+def start_writer(path: Path, count: int, mode: str, cooperative: bool) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), str(count), mode, "1" if cooperative else "0"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_line(proc: subprocess.Popen, deadline: float) -> str:
+    """The writer's next line of output, or a failure once the deadline passes."""
+    remaining = deadline - time.monotonic()
+    ready, _, _ = select.select([proc.stdout], [], [], max(0.0, remaining))
+    if not ready:
+        pytest.fail("the snapshot writer said nothing in time")
+    return proc.stdout.readline().strip()
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL our own writer, by its PID, and reap it."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=WAIT)
+    proc.stdout.close()
+
+
+def temp_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name + ".tmp."))
+
+
+@pytest.mark.parametrize("cooperative", [False, True], ids=["blocking", "cooperative"])
+def test_sigkill_mid_write_leaves_the_previous_snapshot(tmp_path, cooperative):
+    path = tmp_path / "cache.snapshot"
+    previous = write_previous(path)
+    writer = start_writer(path, 100_000, "pause", cooperative)
+    try:
+        assert read_line(writer, time.monotonic() + WAIT) == "HALF"
+        # Half the records are on disk under the temporary name, none under the real one.
+        (partial,) = temp_files(path)
+        assert partial.stat().st_size > 20 << 20
+        assert path.read_bytes() == previous
+    finally:
+        kill(writer)
+    assert writer.returncode == -signal.SIGKILL
+
+    assert path.read_bytes() == previous
+    loaded = load_snapshot(path, T0)
+    assert loaded.count == 100
+    assert loaded.pairs[7] == (b"old:7", record(b"old value 7", 7, 0, 8, T0))
+
+    # The dead writer's temporary file goes with the next write.
+    assert len(temp_files(path)) == 1
+    write_snapshot(path, [(b"k", record(b"v", 0, 0, 1, T0))], T0)
+    assert temp_files(path) == []
+    assert load_snapshot(path, T0).count == 1
+
+
+@pytest.mark.parametrize("cooperative", [False, True], ids=["blocking", "cooperative"])
+def test_sigkill_at_any_moment_leaves_a_whole_snapshot(tmp_path, cooperative):
+    """Kill a writer that rewrites the snapshot in a loop at random moments: the
+    file is always one whole snapshot, the previous one or a complete new one."""
+    path = tmp_path / "cache.snapshot"
+    write_previous(path)
+    rng = random.Random(6)
+    counts = set()
+    for attempt in range(8):
+        writer = start_writer(path, 20_000, "loop", cooperative)
+        try:
+            deadline = time.monotonic() + WAIT
+            assert read_line(writer, deadline) == "READY"
+            if attempt % 2:
+                # Let one write complete first, so the kill lands in a later one.
+                assert read_line(writer, deadline).startswith("WROTE")
+            time.sleep(rng.uniform(0.0, 0.2))
+        finally:
+            kill(writer)
+        loaded = load_snapshot(path, T0)  # raises SnapshotError on a torn file
+        assert loaded.count in (100, 20_000, 20_001)
+        assert len(loaded.pairs) == loaded.count
+        counts.add(loaded.count)
+    assert counts - {100}  # new snapshots replaced the previous one between kills
+
+
+# -- the server's warm restart, end to end --------------------------------
+
+
+def _load_100k(conn, ttl_of) -> None:
+    from .. import packets as P
+
+    batch = b"".join(
+        P.set_(b"warm:%06d" % i, b"value %d" % i, flags=i % 7, expiry=ttl_of(i), opcode=P.SETQ)
+        for i in range(100_000)
+    )
+    assert conn.sync(batch) == []  # quiet sets: no reply means every one was stored
+
+
+def test_a_restart_keeps_100k_items_with_their_flags_and_ttls(start_server, tmp_path):
+    from .. import packets as P
+    from .wire import Connection
+
+    path = tmp_path / "cache.snapshot"
+    server = start_server("--snapshot", str(path), "-m", "256")
+    ttl_of = lambda i: (0, 3600, 1)[i % 3]  # noqa: E731 -- never, an hour, a second
+    stored_at = time.time()
+    with Connection(server.host, server.port, timeout=30) as conn:
+        _load_100k(conn, ttl_of)
+    assert server.stop() == 0
+    assert "snapshot: " in server.output(), server.output()  # written on the graceful stop
+
+    # The expiry in the file is absolute: an hour's TTL still ends an hour
+    # after the set, whatever the downtime.
+    loaded = load_snapshot(path, time.time())
+    exptimes = {key: int.from_bytes(rec[:4], "big") for key, rec in loaded.pairs}
+    assert abs(exptimes[b"warm:000001"] - (stored_at + 3600)) <= 2
+    assert exptimes[b"warm:000000"] == 0
+
+    time.sleep(max(0.0, stored_at + 2.1 - time.time()))  # the 1 s TTLs are over
+    server = start_server("--snapshot", str(path), "-m", "256")
+    # The port is bound (and accepts into the backlog) before the load
+    # finishes: the log says when it has.
+    deadline = time.monotonic() + 30
+    while "loaded 66667 items" not in server.output():
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)
+    keys = [b"warm:%06d" % i for i in range(100_000)]
+    with Connection(server.host, server.port, timeout=30) as conn:
+        replies = conn.sync(b"".join(P.get(k, P.GETKQ, opaque=i) for i, k in enumerate(keys)))
+    got = {r.key: r for r in replies}
+    for i, key in enumerate(keys):
+        if ttl_of(i) == 1:
+            assert key not in got, key
+        else:
+            reply = got[key]
+            assert (reply.value, reply.flags) == (b"value %d" % i, i % 7), key
+    assert len(got) == sum(1 for i in range(100_000) if ttl_of(i) != 1)
+
+
+def test_a_corrupt_snapshot_is_refused_and_the_server_starts_empty(start_server, tmp_path):
+    from .. import packets as P
+    from .wire import Connection
+
+    path = tmp_path / "cache.snapshot"
+    path.write_bytes(b"\x89MBSNAP\n" + os.urandom(4096))
+    server = start_server("--snapshot", str(path))
+    deadline = time.monotonic() + 30
+    while "snapshot refused" not in server.output():
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)
+    with Connection(server.host, server.port) as conn:
+        assert conn.request(P.set_(b"fresh", b"start")).status == P.SUCCESS
+    assert server.stop() == 0
+    assert load_snapshot(path, time.time()).count == 1  # replaced by a good one on stop

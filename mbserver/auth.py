@@ -47,8 +47,13 @@ class Authenticator:
         if len(parts) != 3:
             return None
         authzid, user, password = parts
+        name = self.check(user, password)
+        return name if authzid in (b"", user) else None
+
+    def check(self, user: bytes, password: bytes) -> str | None:
+        """The user's name if the password is theirs, else None."""
         expected = self._users.get(user, self._decoy)
         matches = hmac.compare_digest(_digest(password), expected)
-        if not matches or user not in self._users or authzid not in (b"", user):
+        if not matches or user not in self._users:
             return None
         return user.decode("utf-8", "replace")

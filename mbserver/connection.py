@@ -34,6 +34,7 @@ from gevent import Timeout
 from .auth import MECHANISMS, Authenticator
 from .commands import Commands, GetMany
 from .config import Settings
+from .protocol.text import TextParser, write_text, write_text_gets
 from .protocol.binary import (
     REQUEST_MAGIC,
     SASL_COMMANDS,
@@ -143,18 +144,16 @@ class Connection:
             first = self._wait_for_request() and self._recv()
         if not first:
             return
-        if first[0] != REQUEST_MAGIC:
+        if first[0] == REQUEST_MAGIC:
+            info.protocol = "binary"
+            parser = BinaryParser(self.settings.max_item_size, sasl=self.auth is not None)
+            answer, answer_gets = self._answer_binary, self._gets_binary
+        else:
             info.protocol = "text"
-            log.info("%s: text protocol is not served yet; closing", self.peer)
-            self._send([b"SERVER_ERROR this server speaks the binary protocol only\r\n"])
-            return
-        info.protocol = "binary"
-        parser = self._parser = BinaryParser(
-            self.settings.max_item_size, sasl=self.auth is not None
-        )
+            parser = TextParser(self.settings.max_item_size)
+            answer, answer_gets = self._answer_text, self._gets_text
+        self._parser = parser
         next_request = parser.next
-        execute = self.commands.execute
-        get_many = self.commands.get_many
         clock = stats.clock
         sock = self.sock
         recv = sock.recv
@@ -163,45 +162,26 @@ class Connection:
         wait = self._hub.wait
         idle_timeout = self.settings.idle_timeout
         observe = self.observe_batch
+        out: list = []
         data = first
         while True:
             if observe is not None:
                 started = perf_counter()
             stats.bytes_read += len(data)
             parser.feed(data)
-            out: list = []
             pending = 0
             closing = False
-            info.state = "conn_parse_cmd"
             try:
                 while (request := next_request()) is not None:
-                    if not self.authenticated:
-                        pending += self._before_auth(request, out)
-                        if self._refused:
-                            closing = True
-                            break
-                    elif request.__class__ is GetMany:
-                        records = get_many(request.keys)
-                        written, done = write_gets(
-                            request, records, out, 0, SEND_THRESHOLD - pending
-                        )
-                        pending += written
-                        while done < len(records):  # a multi-get of large values
-                            self._send(out)
-                            out = []
-                            pending, done = write_gets(
-                                request, records, out, done, SEND_THRESHOLD
-                            )
-                    elif request.command in SASL_COMMANDS:
-                        pending += self._sasl(request, out)
+                    if request.__class__ is GetMany:
+                        pending = answer_gets(request, out, pending)
                     else:
-                        pending += write_response(request, execute(request), out)
-                        if request.command == "quit":
-                            closing = True
-                            break
+                        pending += answer(request, out)
+                    if self._closing:
+                        closing = True
+                        break
                     if pending >= SEND_THRESHOLD:
                         self._send(out)
-                        out = []
                         pending = 0
             except ProtocolError as error:
                 log.info("%s: protocol error: %s; closing", self.peer, error)
@@ -238,12 +218,68 @@ class Connection:
             if not data:
                 return
 
+    # -- answering: one pair of methods per protocol ---------------------
+    #
+    # answer(request, out) appends the reply and returns its size, setting
+    # _closing when the connection must close after it; answer_gets(run,
+    # out, pending) answers a run of GETs and returns the new pending size.
+
+    _closing = False
+
+    def _answer_binary(self, request, out: list) -> int:
+        if not self.authenticated:
+            return self._before_auth(request, out)
+        command = request.command
+        if command in SASL_COMMANDS:
+            return self._sasl(request, out)
+        written = write_response(request, self.commands.execute(request), out)
+        if command == "quit":
+            self._closing = True
+        return written
+
+    def _gets_binary(self, run: GetMany, out: list, pending: int) -> int:
+        if not self.authenticated:
+            return pending + self._before_auth(run, out)
+        records = self.commands.get_many(run.keys)
+        written, done = write_gets(run, records, out, 0, SEND_THRESHOLD - pending)
+        if done < len(records):
+            return self._write_rest(run, records, write_gets, out, done)
+        return pending + written
+
+    def _answer_text(self, request, out: list) -> int:
+        if not self.authenticated:
+            return self._text_auth(request, out)
+        written = write_text(request, self.commands.execute(request), out)
+        if request.command == "quit":
+            self._closing = True
+        return written
+
+    def _gets_text(self, run: GetMany, out: list, pending: int) -> int:
+        if not self.authenticated:
+            return pending + self._text_auth(run, out)
+        context = run.context
+        if context.error:
+            records = []
+        elif context.touch:
+            records = self.commands.gat_many(run.keys, context.exptime)
+        else:
+            records = self.commands.get_many(run.keys)
+        written, done = write_text_gets(run, records, out, 0, SEND_THRESHOLD - pending)
+        if done < len(records):
+            return self._write_rest(run, records, write_text_gets, out, done)
+        return pending + written
+
+    def _write_rest(self, run: GetMany, records: list, writer, out: list, done: int) -> int:
+        """A multi-get of large values: send its replies a slice at a time."""
+        while done < len(records):
+            self._send(out)
+            written, done = writer(run, records, out, done, SEND_THRESHOLD)
+        return written
+
     # -- authentication --------------------------------------------------
 
-    _refused = False
-
     def _before_auth(self, request, out: list) -> int:
-        """Answer a request from a client that has not authenticated yet.
+        """Answer a binary request from a client that has not authenticated yet.
 
         As memcached: SASL and VERSION are answered; anything else gets 0x20
         and the connection closes.
@@ -254,7 +290,7 @@ class Connection:
             if request.command == "version":
                 return write_response(request, self.commands.execute(request), out)
         self.stats.auth_errors += 1
-        self._refused = True
+        self._closing = True
         reply = auth_required_reply(request)
         out.append(reply)
         log.info("%s: command before authentication; closing", self.peer)
@@ -274,6 +310,29 @@ class Connection:
         self.authenticated = True
         log.info("%s: authenticated as %s", self.peer, user)
         return write_sasl(request, b"Authenticated", out)
+
+    def _text_auth(self, request, out: list) -> int:
+        """memcached's text-protocol authentication (its -Y): the first command
+        must be a ``set`` whose value is ``user password``; anything else, or
+        a wrong password, is refused and the connection closed."""
+        reply = b"CLIENT_ERROR unauthenticated\r\n"
+        if request.__class__ is not GetMany and request.command == "set" and not request.refused:
+            self.stats.auth_cmds += 1
+            user, _, password = request.value.partition(b" ")
+            name = self.auth.check(user, password)
+            if name is not None:
+                self.authenticated = True
+                log.info("%s: authenticated as %s", self.peer, name)
+                if request.quiet:
+                    return 0
+                out.append(b"STORED\r\n")
+                return 8
+            reply = b"CLIENT_ERROR authentication failure\r\n"
+        self.stats.auth_errors += 1
+        self._closing = True
+        log.info("%s: text command without authentication; closing", self.peer)
+        out.append(reply)
+        return len(reply)
 
     # -- socket I/O ------------------------------------------------------
 
@@ -341,7 +400,9 @@ class Connection:
                 self._hub.wait(self._writable)
 
     def _send(self, out: list) -> None:
+        """Send and empty ``out``."""
         data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
         self.info.state = "conn_mwrite"
         total = len(data)
         try:

@@ -336,12 +336,13 @@ class TestClosing:
             ("recv", True),
         ]
 
-    def test_text_protocol_is_refused(self, server):
-        sock = ScriptedSocket(server, [b"get foo\r\n", b"get bar\r\n"])
+    def test_a_first_byte_other_than_0x80_speaks_text(self, server):
+        sock = ScriptedSocket(
+            server, [b"set foo 5 0 3\r\nbar\r\nget foo\r\n", b"get nope\r\nquit\r\n"]
+        )
         connection = server.connection(sock)
         connection.serve()
-        assert len(sock.sent) == 1 and sock.sent[0].startswith(b"SERVER_ERROR")
-        assert sock.recv_calls == 1
+        assert b"".join(sock.sent) == b"STORED\r\nVALUE foo 5 3\r\nbar\r\nEND\r\nEND\r\n"
         assert connection.info.protocol == "text"
 
     @pytest.mark.parametrize("code", [errno.ECONNRESET, errno.ETIMEDOUT, errno.EINVAL])

@@ -166,6 +166,19 @@ class Commands:
         }
         for mode in _MODES:
             self._handlers[mode] = self._store
+        for name in ("mg", "ms", "md", "ma", "me"):
+            self._handlers[name] = self._tracking_fetches(self._handlers[name])
+
+    def _tracking_fetches(self, handler):
+        """A meta handler that first makes the store track unread items (mg's h)."""
+        store = self.store
+
+        def meta(request):
+            if not store._track_fetches:
+                store.track_fetches()
+            return handler(request)
+
+        return meta
 
     def execute(self, request: Request) -> Result:
         handler = self._handlers.get(request.command)

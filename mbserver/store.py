@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import re
 import struct
+import sys
 import time
 from typing import Callable, NamedTuple
 
@@ -188,6 +189,10 @@ class Store:
         # items stored and not yet read.
         self._marks: dict[bytes, int] = {}
         self._unfetched: set[bytes] = set()
+        # The set costs ~35 bytes an item, so it is kept only once a client
+        # uses the meta commands (the only ones that can ask): a cache used
+        # through get/set alone pays nothing for it.
+        self._track_fetches = False
 
     # -- reading ---------------------------------------------------------
 
@@ -266,6 +271,14 @@ class Store:
     def lookup(self, key: bytes) -> bytes | None:
         """key's live record, neither bumped nor counted as fetched (mg u, me)."""
         return self._live(key, self._now())
+
+    def track_fetches(self) -> None:
+        """Remember, from now on, which items no client has read (for mg's h).
+
+        Items stored before this count as read: the meta commands call it
+        before anything else, so a client using them sees exact answers.
+        """
+        self._track_fetches = True
 
     def fetched(self, key: bytes) -> bool:
         """Whether a client has read key's item since it was stored (mg h)."""
@@ -545,7 +558,8 @@ class Store:
             self._evict(size)
         cas = self._next_cas()
         self._items[key] = b"".join((_META.pack(exptime, int(now), cas, flags), *parts))
-        self._unfetched.add(key)
+        if self._track_fetches:
+            self._unfetched.add(key)
         self.bytes += size
         self.total_items += new_item
         return OK, cas
@@ -580,6 +594,12 @@ class Store:
                 self.reclaimed += 1
             else:
                 self.evictions += 1
+        # A set never shrinks as keys leave it: after a bulk load has been
+        # read, its table would keep ~32 bytes per loaded item. Under memory
+        # pressure, rebuild it to its size.
+        unfetched = self._unfetched
+        if sys.getsizeof(unfetched) > 64 * len(unfetched) + (1 << 16):
+            self._unfetched = set(unfetched)
 
     # -- snapshots (mbserver/snapshot.py) ----------------------------------
 

@@ -337,12 +337,11 @@ def _order(tokens: list[bytes], start: int) -> str:
 
 def _is_get_line(buf: bytes, pos: int) -> bool:
     """memcached's test for a line it may buffer whole: get or gets, after ≤100 spaces."""
-    start = pos
-    while buf[pos : pos + 1] == b" ":
-        pos += 1
-    if pos - start > MAX_LEADING_SPACES:
+    head = buf[pos : pos + MAX_LEADING_SPACES + 6]
+    line = head.lstrip(b" ")
+    if len(head) - len(line) > MAX_LEADING_SPACES:
         return False
-    return buf.startswith(b"get ", pos) or buf.startswith(b"gets ", pos)
+    return line.startswith((b"get ", b"gets "))
 
 
 class TextParser:

@@ -13,6 +13,8 @@ the one intended difference.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,6 +40,7 @@ from mbserver.store import (
     WIN_SENT,
     Mode,
     Store,
+    item_size,
 )
 
 from .. import packets
@@ -54,6 +57,10 @@ class Client:
         self.clock = clock
         self.settings = Settings(**options)
         self.store = Store(self.settings.memory_limit, self.settings.max_item_size, clock=clock)
+        # As on a server whose clients have used a meta command before: the
+        # store then knows which items were never read (mg h), and the
+        # replies compared with memcached's below depend on it.
+        self.store.track_fetches()
         self.lock = RWLock()
         self.stats = Stats(clock)
         self.commands = Commands(self.store, self.lock, self.stats, self.settings)
@@ -930,7 +937,18 @@ def test_an_item_set_over_binary_reads_back_identically_over_text(client):
 
 @pytest.fixture
 def store(clock) -> Store:
-    return Store(clock=clock)
+    store = Store(clock=clock)
+    store.track_fetches()
+    return store
+
+
+def test_unread_items_are_tracked_only_once_a_meta_command_is_used(clock):
+    client = Client(clock)
+    client.store._track_fetches = False  # a server whose clients never used meta commands
+    client.send(b"set classic 0 0 1\r\nx\r\n")
+    assert client.store._unfetched == set()  # get/set alone cost nothing
+    assert client.send(b"ms new 1\r\ny\r\nmg new h\r\n") == b"HD\r\nHD h0\r\n"
+    assert client.send(b"mg classic h\r\n") == b"HD h1\r\n"  # stored before: counted as read
 
 
 def test_an_item_counts_as_fetched_once_read(store):
@@ -1013,6 +1031,19 @@ def test_vivify_and_set_expiry(store, clock):
     assert [k for k, _ in store.items()] == [b"old", b"k"]
     clock.advance(5)
     assert store.lookup(b"k") is None
+
+
+def test_the_unfetched_set_shrinks_back_under_memory_pressure(clock):
+    value = b"v" * 32
+    store = Store(limit_bytes=50_000 * item_size(b"key:0000000", value), clock=clock)
+    store.track_fetches()
+    for i in range(50_000):
+        store.store(Mode.SET, b"key:%07d" % i, value)
+    store.get_many([b"key:%07d" % i for i in range(50_000)])  # all read: the set is empty
+    for i in range(50_000, 51_000):  # and now full: evictions
+        store.store(Mode.SET, b"key:%07d" % i, value)
+    assert store.evictions
+    assert sys.getsizeof(store._unfetched) < 64 * 1000 + (1 << 16)
 
 
 def test_gat_many_touches_and_counts(client):

@@ -275,7 +275,8 @@ REFERENCE_EXCHANGES = {
         b"get missing\r\ngets missing\r\n"
     ),
     "non-numeric incr": b"set nn 0 0 1\r\na\r\nincr nn 1\r\nincr nn x\r\n",
-    "meta miss": b"mg missing v\r\nmg missing v q\r\nmn\r\nmd missing\r\nma missing\r\n",
+    # No mn inside: text_exchange ends each exchange with its own and reads up to it.
+    "meta miss": b"mg missing v\r\nmg missing v q\r\nmd missing\r\nma missing\r\n",
     "meta bad flags": b"ms mk S3\r\nabc\r\nmg\r\n",
 }
 

@@ -260,22 +260,9 @@ class Commands:
                     request.exptime,
                     request.cas,
                 )
-        stats = self.stats
-        if not request.refused:  # memcached never counts a refused value as a set
-            stats.cmd_set += 1
-        if request.cas and mode in _CAS_MODES:
-            # memcached counts these for set/add/replace carrying a CAS
-            # (its NREAD_CAS) only, not for append/prepend.
-            if status is OK:
-                stats.cas_hits += 1
-            elif status is EXISTS:
-                stats.cas_badval += 1
-            elif status is NOT_FOUND:
-                stats.cas_misses += 1
-        if status is TOO_LARGE:
-            stats.store_too_large += 1
-        elif status is NO_MEMORY:
-            stats.store_no_memory += 1
+        # memcached counts cas_* for set/add/replace carrying a CAS (its
+        # NREAD_CAS) only, not for append/prepend.
+        self._count_store(request.refused, bool(request.cas) and mode in _CAS_MODES, status)
         return _new(Result, (status, cas, None, 0, None))
 
     def _delete(self, request: Request) -> Result:
@@ -298,8 +285,28 @@ class Commands:
                 status, number, new_cas = store.arith(
                     key, incr, delta, request.initial, request.exptime, cas
                 )
-        # As memcached: a hit counts once the value parsed and the CAS
-        # matched; a counter created from `initial` counts as neither.
+        self._count_arith(incr, status, created)
+        return Result(status, new_cas, number=number)
+
+    def _count_store(self, refused: bool, cas_mode: bool, status: Status) -> None:
+        stats = self.stats
+        if not refused:  # memcached never counts a refused value as a set
+            stats.cmd_set += 1
+        if cas_mode:
+            if status is OK:
+                stats.cas_hits += 1
+            elif status is EXISTS:
+                stats.cas_badval += 1
+            elif status is NOT_FOUND:
+                stats.cas_misses += 1
+        if status is TOO_LARGE:
+            stats.store_too_large += 1
+        elif status is NO_MEMORY:
+            stats.store_no_memory += 1
+
+    def _count_arith(self, incr: bool, status: Status, created: bool) -> None:
+        """As memcached: a hit counts once the value parsed and the CAS
+        matched; a counter created from ``initial`` counts as neither."""
         stats = self.stats
         if status is OK and not created:
             if incr:
@@ -311,7 +318,6 @@ class Commands:
                 stats.incr_misses += 1
             else:
                 stats.decr_misses += 1
-        return Result(status, new_cas, number=number)
 
     def _flush(self, request: Request) -> Result:
         with self.lock.write():
@@ -481,20 +487,7 @@ class Commands:
                     )
                 if status is OK and "b" in request.order:
                     store.set_marks(key, store.marks(key) | KEY_BINARY)
-        stats = self.stats
-        if not request.refused:
-            stats.cmd_set += 1
-        if cas_mode:
-            if status is OK:
-                stats.cas_hits += 1
-            elif status is EXISTS:
-                stats.cas_badval += 1
-            elif status is NOT_FOUND:
-                stats.cas_misses += 1
-        if status is TOO_LARGE:
-            stats.store_too_large += 1
-        elif status is NO_MEMORY:
-            stats.store_no_memory += 1
+        self._count_store(request.refused, cas_mode, status)
         return MetaResult(status, cas=new_cas)
 
     def _md(self, request: MetaRequest) -> MetaResult:
@@ -545,17 +538,7 @@ class Commands:
                 if new_exptime != exptime:
                     rec = store.set_expiry(key, new_exptime)
                 item = unpack(rec)
-        stats = self.stats
-        if status is OK and not created:
-            if incr:
-                stats.incr_hits += 1
-            else:
-                stats.decr_hits += 1
-        elif status is NOT_FOUND:
-            if incr:
-                stats.incr_misses += 1
-            else:
-                stats.decr_misses += 1
+        self._count_arith(incr, status, created)
         return MetaResult(status, item, cas, number, ttl)
 
     def _remaining(self, exptime: int, now: float) -> int:

@@ -766,16 +766,24 @@ class TextParser:
         self._block = (length, build)
         return _AGAIN
 
-    def _md(self, tokens, ntokens):
+    @staticmethod
+    def _meta_flags(tokens, ntokens):
+        """The flags of an md or ma line, or the error reply memcached gives it."""
         if ntokens < 3:
-            return ERROR
+            return None, ERROR
         if len(tokens[1]) > MAX_KEY_LENGTH:
-            return _BAD_FORMAT
+            return None, _BAD_FORMAT
         if ntokens > META_MAX_TOKENS:
-            return _TOO_MANY_META
+            return None, _TOO_MANY_META
         flags, error = _preparse(tokens, 2)
         if error is not None:
-            return _INVALID_META
+            return None, _INVALID_META
+        return flags, None
+
+    def _md(self, tokens, ntokens):
+        flags, error = self._meta_flags(tokens, ntokens)
+        if error is not None:
+            return error
         if _opaque_too_long(tokens, 2) is not None:
             return _reply(_OPAQUE_TOO_LONG[:-2])
         return MetaRequest(
@@ -788,15 +796,9 @@ class TextParser:
         )
 
     def _ma(self, tokens, ntokens):
-        if ntokens < 3:
-            return ERROR
-        if len(tokens[1]) > MAX_KEY_LENGTH:
-            return _BAD_FORMAT
-        if ntokens > META_MAX_TOKENS:
-            return _TOO_MANY_META
-        flags, error = _preparse(tokens, 2)
+        flags, error = self._meta_flags(tokens, ntokens)
         if error is not None:
-            return _INVALID_META
+            return error
         mode = _MA_MODES.get(flags.mode)
         if mode is None:
             return _reply(b"CLIENT_ERROR invalid mode for ma M token")
@@ -911,10 +913,19 @@ def _write_store(request: Request, result: Result, out: list) -> int:
     return _put(out, _STORE_REPLIES[result.status])
 
 
-def _write_delete(request: Request, result: Result, out: list) -> int:
-    if request.quiet:
-        return 0
-    return _put(out, b"DELETED\r\n" if result.status is OK else _NOT_FOUND)
+def _ok_or_not_found(ok: bytes):
+    """A writer answering ``ok`` on success and NOT_FOUND otherwise (delete, touch)."""
+
+    def write(request: Request, result: Result, out: list) -> int:
+        if request.quiet:
+            return 0
+        return _put(out, ok if result.status is OK else _NOT_FOUND)
+
+    return write
+
+
+_write_delete = _ok_or_not_found(b"DELETED\r\n")
+_write_touch = _ok_or_not_found(b"TOUCHED\r\n")
 
 
 def _write_arith(request: Request, result: Result, out: list) -> int:
@@ -923,12 +934,6 @@ def _write_arith(request: Request, result: Result, out: list) -> int:
     if result.status is OK:
         return _put(out, b"%d\r\n" % result.number)
     return _put(out, _ARITH_ERRORS[result.status])
-
-
-def _write_touch(request: Request, result: Result, out: list) -> int:
-    if request.quiet:
-        return 0
-    return _put(out, b"TOUCHED\r\n" if result.status is OK else _NOT_FOUND)
 
 
 def _write_flush(request: Request, result: Result, out: list) -> int:

@@ -5,11 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the integration tests drive: the reference memcached and
-# libmemcached-tools (memccapable, memcaslap), and twemproxy (nutcracker).
+# libmemcached-tools (memccapable, memcaslap), twemproxy (nutcracker), and
+# openssl for the TLS tests' throwaway certificates.
 missing=()
 command -v memcached >/dev/null || missing+=(memcached)
 command -v memccapable >/dev/null || missing+=(libmemcached-tools)
 command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || missing+=(nutcracker)
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo

@@ -336,11 +336,13 @@ class Connection:
 
     # -- socket I/O ------------------------------------------------------
 
+    # The waits below are bounded with gevent's silent Timeout (exception
+    # False): when it expires the with block is left and the code after it
+    # runs, and no Timeout object stays bound to a frame it refers to.
+
     def _handshake(self) -> bool:
         """Complete the TLS handshake within TLS_HANDSHAKE_TIMEOUT; False if it fails."""
-        timer = Timeout(TLS_HANDSHAKE_TIMEOUT)
-        timer.start()
-        try:
+        with Timeout(TLS_HANDSHAKE_TIMEOUT, False):
             while True:
                 try:
                     self.sock.do_handshake()
@@ -349,34 +351,19 @@ class Connection:
                     self._hub.wait(self._readable)
                 except ssl.SSLWantWriteError:
                     self._hub.wait(self._writable)
-        except Timeout as expired:
-            if expired is not timer:
-                raise
-            log.info("%s: no TLS handshake within %.0f s; closing", self.peer, TLS_HANDSHAKE_TIMEOUT)
-            return False
-        finally:
-            timer.close()
+        log.info("%s: no TLS handshake within %.0f s; closing", self.peer, TLS_HANDSHAKE_TIMEOUT)
+        return False
 
     def _wait_for_request(self) -> bool:
         """Wait until the client sends something; False if the idle timeout passes first."""
         if self._readable is None or (self._tls and self.sock.pending()):
             return True
         idle_timeout = self.settings.idle_timeout
-        if not idle_timeout:
+        with Timeout(idle_timeout or None, False):
             self._hub.wait(self._readable)
             return True
-        timer = Timeout(idle_timeout)
-        timer.start()
-        try:
-            self._hub.wait(self._readable)
-            return True
-        except Timeout as expired:
-            if expired is not timer:
-                raise
-            log.info("%s: idle for %.0f s; closing", self.peer, idle_timeout)
-            return False
-        finally:
-            timer.close()
+        log.info("%s: idle for %.0f s; closing", self.peer, idle_timeout)
+        return False
 
     def _drain(self, parser: BinaryParser) -> bytes:
         """While stopping: what the client has already sent, or b"" when it is all answered.
@@ -415,10 +402,7 @@ class Connection:
 
     def _send_rest(self, view: memoryview, sent: int) -> None:
         """The client is not reading fast enough: wait for it, for at most the send timeout."""
-        timer = Timeout(self.settings.send_timeout or None)
-        timer.start()
-        timed_out = False
-        try:
+        with Timeout(self.settings.send_timeout or None, False):
             while sent < len(view):
                 self._hub.wait(self._writable)
                 try:
@@ -427,15 +411,5 @@ class Connection:
                     self._hub.wait(self._readable)
                 except (BlockingIOError, ssl.SSLWantWriteError):
                     pass
-        except Timeout as expired:
-            if expired is not timer:
-                raise
-            timed_out = True
-        finally:
-            timer.close()
-        if timed_out:
-            # Raised out here, with the Timeout (whose traceback refers to
-            # this frame) dropped: no reference cycle keeps the unsent
-            # output alive after the connection closes.
-            del timer, view
-            raise ClientTooSlow()
+            return
+        raise ClientTooSlow()

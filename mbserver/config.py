@@ -124,7 +124,7 @@ def _size(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mbserver",
-        description="A memcached-compatible cache server (binary protocol) on gevent.",
+        description="A memcached-compatible cache server (binary and text protocols) on gevent.",
     )
     parser.add_argument(
         "address",

@@ -218,3 +218,23 @@ def test_a_corrupt_snapshot_is_refused_and_the_server_starts_empty(start_server,
         assert conn.request(P.set_(b"fresh", b"start")).status == P.SUCCESS
     assert server.stop() == 0
     assert load_snapshot(path, time.time()).count == 1  # replaced by a good one on stop
+
+
+def test_snapshot_interval_writes_while_serving(start_server, tmp_path):
+    from .. import packets as P
+    from .wire import Connection
+
+    path = tmp_path / "cache.snapshot"
+    server = start_server("--snapshot", str(path), "--snapshot-interval", "0.5")
+    with Connection(server.host, server.port) as conn:
+        assert conn.request(P.set_(b"periodic", b"saved", flags=3)).status == P.SUCCESS
+        deadline = time.monotonic() + 20
+        while True:  # bounded poll: a save every 0.5 s, while still serving
+            if path.exists():
+                pairs = dict(load_snapshot(path, time.time()).pairs)
+                if b"periodic" in pairs:
+                    break
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
+        assert pairs[b"periodic"].endswith(b"saved")
+        assert conn.request(P.get(b"periodic")).value == b"saved"

@@ -174,8 +174,7 @@ class Commands:
         store = self.store
 
         def meta(request):
-            if not store._track_fetches:
-                store.track_fetches()
+            store.track_fetches()
             return handler(request)
 
         return meta

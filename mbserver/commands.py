@@ -124,7 +124,7 @@ class MetaResult(NamedTuple):
 
 _MODES = {mode.value: mode for mode in Mode}
 
-_CAS_MODES = frozenset((Mode.SET, Mode.ADD, Mode.REPLACE))
+_APPEND, _PREPEND = Mode.APPEND, Mode.PREPEND
 
 # Builds a Result without the Python-level __new__ of a NamedTuple call:
 # this is on every store's path.
@@ -201,10 +201,11 @@ class Commands:
         finally:
             lock.release_read()
         stats = self.stats
-        hits = len(records) - records.count(None)
-        stats.cmd_get += len(records)
-        stats.get_hits += hits
-        stats.get_misses += len(records) - hits
+        count = len(records)
+        misses = records.count(None)
+        stats.cmd_get += count
+        stats.get_hits += count - misses
+        stats.get_misses += misses
         return records
 
     def gat_many(self, keys: list[bytes], exptime: int) -> list[bytes | None]:
@@ -246,12 +247,14 @@ class Commands:
 
     def _store(self, request: Request) -> Result:
         mode = _MODES[request.command]
-        store = self.store
-        with self.lock.write():
-            if request.refused:
-                status, cas = store.refuse(mode, request.key), 0
+        refused = request.refused
+        lock = self.lock
+        lock.acquire_write()
+        try:
+            if refused:
+                status, cas = self.store.refuse(mode, request.key), 0
             else:
-                status, cas = store.store(
+                status, cas = self.store.store(
                     mode,
                     request.key,
                     request.value,
@@ -259,9 +262,15 @@ class Commands:
                     request.exptime,
                     request.cas,
                 )
-        # memcached counts cas_* for set/add/replace carrying a CAS (its
-        # NREAD_CAS) only, not for append/prepend.
-        self._count_store(request.refused, bool(request.cas) and mode in _CAS_MODES, status)
+        finally:
+            lock.release_write()
+        if status is OK and not request.cas:
+            self.stats.cmd_set += 1  # the usual case: nothing else to count
+        else:
+            # memcached counts cas_* for set/add/replace carrying a CAS (its
+            # NREAD_CAS) only, not for append/prepend.
+            cas_mode = bool(request.cas) and mode is not _APPEND and mode is not _PREPEND
+            self._count_store(refused, cas_mode, status)
         return _new(Result, (status, cas, None, 0, None))
 
     def _delete(self, request: Request) -> Result:

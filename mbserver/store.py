@@ -83,7 +83,11 @@ class Mode(enum.Enum):
     PREPEND = "prepend"
 
 
-_WHOLE_VALUE_MODES = frozenset((Mode.SET, Mode.ADD, Mode.REPLACE))
+# Plain names for the members: looking up Mode.SET costs several times a
+# global name (an Enum class attribute), and these are on every store's path.
+_SET, _ADD, _REPLACE, _APPEND, _PREPEND = (
+    Mode.SET, Mode.ADD, Mode.REPLACE, Mode.APPEND, Mode.PREPEND
+)
 
 
 class Item(NamedTuple):
@@ -212,7 +216,22 @@ class Store:
 
         The GET path of both protocols: one call for a whole multi-get.
         """
-        now = self._now()
+        now = self.clock()
+        if self._flush_at is not None and now >= self._flush_at:
+            self._flush_now()
+        items = self._items
+        if len(keys) == 1:
+            # A lone GET, the commonest read: no list building.
+            rec = items.get(keys[0])
+            if rec is None:
+                return [None]
+            exptime, atime = _TIMES.unpack_from(rec)
+            if (exptime and exptime <= now) or self._unfetched or now - atime >= LRU_BUMP_INTERVAL:
+                return self._get_slow(keys, now)
+            return [rec]
+        return self._get_slow(keys, now)
+
+    def _get_slow(self, keys, now: float) -> list[bytes | None]:
         items = self._items
         found = []
         append = found.append
@@ -369,36 +388,36 @@ class Store:
         """Store by mode's rules; returns the status and the new item's CAS."""
         now = self._now()
         old = self._live(key, now)
-        if cas and mode in _WHOLE_VALUE_MODES:
+        if cas and mode is not _APPEND and mode is not _PREPEND:
             # memcached turns a set/add/replace that carries a CAS into a
             # compare-and-swap, whatever its mode.
             if old is None:
                 return NOT_FOUND, 0
             if _cas(old) != cas:
                 return EXISTS, 0
-        elif mode is Mode.ADD:
+        elif mode is _ADD:
             if old is not None:
                 self._bump(key, old, now)  # memcached counts a failed add as an access
                 return NOT_STORED, 0
-        elif mode is not Mode.SET:
+        elif mode is not _SET:
             if old is None:
                 return NOT_STORED, 0
             if cas and _cas(old) != cas:
                 return EXISTS, 0
-        if mode is Mode.APPEND or mode is Mode.PREPEND:
+        if mode is _APPEND or mode is _PREPEND:
             exptime, _, _, flags = _META.unpack_from(old)
             size = len(old) - VALUE_OFFSET + len(value)
             if self._check_size(key, size) is not OK:
                 # memcached fails the joined item's allocation: "not stored".
                 return NOT_STORED, 0
-            if mode is Mode.APPEND:
+            if mode is _APPEND:
                 parts = (memoryview(old)[VALUE_OFFSET:], value)
             else:
                 parts = (value, memoryview(old)[VALUE_OFFSET:])
             return self._link(key, parts, size, flags, exptime, now, old)
         status = self._check_size(key, len(value))
         if status is not OK:
-            if mode is Mode.SET and old is not None:
+            if mode is _SET and old is not None:
                 # As memcached: a failed set must not leave stale data behind.
                 self._unlink(key, old)
             return status, 0
@@ -406,7 +425,7 @@ class Store:
 
     def refuse(self, mode: Mode, key: bytes) -> Status:
         """A store whose value was too large to read: drop what a set would replace."""
-        if mode is Mode.SET:
+        if mode is _SET:
             old = self._items.get(key)
             if old is not None:
                 self._unlink(key, old)

@@ -238,6 +238,11 @@ class BinaryParser:
         self._wanted = 0
 
     def feed(self, data: bytes) -> None:
+        if self._pos >= len(self._buf) and self._chunks is None and not self._skip:
+            # Everything before was parsed: the usual case, a fresh read.
+            self._buf = data if data.__class__ is bytes else bytes(data)
+            self._pos = 0
+            return
         if data.__class__ is not bytes:
             data = bytes(data)
         if self._skip:
@@ -297,6 +302,11 @@ class BinaryParser:
             and bodylen == keylen
             and 0 < keylen <= MAX_KEY_LENGTH
         ):
+            end = pos + HEADER_SIZE + keylen
+            if end == len(buf):
+                # The usual case: one GET, the last packet received.
+                self._pos = end
+                return _new(GetMany, ([buf[end - keylen :]], ((opcode,), (opaque,))))
             return self._get_run(buf, pos)
         if magic != REQUEST_MAGIC:
             raise ProtocolError(f"bad magic byte 0x{magic:02x}")
@@ -450,6 +460,18 @@ def write_gets(
     written and the index of the first entry not yet written.
     """
     opcodes, opaques = run.context
+    if len(records) == 1 and not start:
+        # A lone GET hit, the commonest reply: no loop.
+        rec = records[0]
+        opcode = opcodes[0]
+        if rec is not None and (opcode == _GET or opcode == _GETQ):
+            body = len(rec) - CAS_OFFSET - 8
+            if body < _COPY_LIMIT:
+                out.append(
+                    _REPLY_PREFIX.pack(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, body, opaques[0])
+                    + rec[CAS_OFFSET:]
+                )
+                return HEADER_SIZE + body, 1
     keys = run.keys
     if start:
         keys, opcodes, opaques, records = (
@@ -472,8 +494,11 @@ def write_gets(
         # body = flags (4) + [key] + value = len(rec) - CAS_OFFSET - 8 + [key]
         body = len(rec) - CAS_OFFSET - 8
         if opcode == _GET or opcode == _GETQ:
-            append(prefix(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, body, opaque))
-            append(rec[CAS_OFFSET:] if body < _COPY_LIMIT else memoryview(rec)[CAS_OFFSET:])
+            if body < _COPY_LIMIT:
+                append(prefix(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, body, opaque) + rec[CAS_OFFSET:])
+            else:
+                append(prefix(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, body, opaque))
+                append(memoryview(rec)[CAS_OFFSET:])
         else:
             keylen = len(key)
             body += keylen

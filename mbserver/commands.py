@@ -208,6 +208,22 @@ class Commands:
         stats.get_misses += misses
         return records
 
+    def get_record(self, key: bytes) -> bytes | None:
+        """One key's item record or None: get_many for a lone GET."""
+        lock = self.lock
+        lock.acquire_read()
+        try:
+            record = self.store.get_record(key)
+        finally:
+            lock.release_read()
+        stats = self.stats
+        stats.cmd_get += 1
+        if record is None:
+            stats.get_misses += 1
+        else:
+            stats.get_hits += 1
+        return record
+
     def gat_many(self, keys: list[bytes], exptime: int) -> list[bytes | None]:
         """Touch each key (a text GAT) and return its new record or None, under one lock."""
         touch = self.store.touch_record
@@ -221,7 +237,7 @@ class Commands:
         return records
 
     def _get(self, request: Request) -> Result:
-        record = self.get_many([request.key])[0]
+        record = self.get_record(request.key)
         if record is None:
             return RESULT_NOT_FOUND
         item = unpack(record)

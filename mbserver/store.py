@@ -208,7 +208,7 @@ class Store:
 
     def get(self, key: bytes) -> Item | None:
         """The live item for key, bumped in the LRU; None on a miss."""
-        rec = self.get_many((key,))[0]
+        rec = self.get_record(key)
         return None if rec is None else unpack(rec)
 
     def get_many(self, keys) -> list[bytes | None]:
@@ -216,22 +216,21 @@ class Store:
 
         The GET path of both protocols: one call for a whole multi-get.
         """
-        now = self.clock()
-        if self._flush_at is not None and now >= self._flush_at:
-            self._flush_now()
-        items = self._items
-        if len(keys) == 1:
-            # A lone GET, the commonest read: no list building.
-            rec = items.get(keys[0])
-            if rec is None:
-                return [None]
-            exptime, atime = _TIMES.unpack_from(rec)
-            if (exptime and exptime <= now) or self._unfetched or now - atime >= LRU_BUMP_INTERVAL:
-                return self._get_slow(keys, now)
-            return [rec]
-        return self._get_slow(keys, now)
+        return self._lookup(keys, self._now())
 
-    def _get_slow(self, keys, now: float) -> list[bytes | None]:
+    def get_record(self, key: bytes) -> bytes | None:
+        """One key's live record or None: get_many for a lone GET, the
+        commonest read, without building lists when nothing needs doing."""
+        now = self._now()
+        rec = self._items.get(key)
+        if rec is None:
+            return None
+        exptime, atime = _TIMES.unpack_from(rec)
+        if (exptime and exptime <= now) or self._unfetched or now - atime >= LRU_BUMP_INTERVAL:
+            return self._lookup((key,), now)[0]
+        return rec
+
+    def _lookup(self, keys, now: float) -> list[bytes | None]:
         items = self._items
         found = []
         append = found.append

@@ -416,6 +416,33 @@ class BinaryParser:
         self._pos = pos
         return _new(GetMany, (keys, (opcodes, opaques)))
 
+    def lone_get(self, data: bytes) -> tuple[bytes, int] | None:
+        """The key and opaque if ``data`` is exactly one GET (opcode 0x00)
+        and nothing is buffered; else None, and ``data`` is to be fed.
+
+        A read holding one GET is the commonest request of all; this lets
+        it skip the buffering and run building of feed and next.
+        """
+        if (
+            len(data) > HEADER_SIZE
+            and not data[1]
+            and data[0] == REQUEST_MAGIC
+            and self._pos >= len(self._buf)
+            and self._chunks is None
+            and not self._skip
+            and data.__class__ is bytes
+        ):
+            _magic, _opcode, keylen, extlen, _dtype, _vbucket, bodylen, opaque, _cas = (
+                HEADER.unpack_from(data)
+            )
+            if (
+                not extlen
+                and bodylen == keylen <= MAX_KEY_LENGTH
+                and len(data) == HEADER_SIZE + keylen
+            ):
+                return data[HEADER_SIZE:], opaque
+        return None
+
     @staticmethod
     def _invalid(opcode, opaque, keylen, extlen, bodylen) -> ProtocolError:
         return ProtocolError(
@@ -460,18 +487,6 @@ def write_gets(
     written and the index of the first entry not yet written.
     """
     opcodes, opaques = run.context
-    if len(records) == 1 and not start:
-        # A lone GET hit, the commonest reply: no loop.
-        rec = records[0]
-        opcode = opcodes[0]
-        if rec is not None and (opcode == _GET or opcode == _GETQ):
-            body = len(rec) - CAS_OFFSET - 8
-            if body < _COPY_LIMIT:
-                out.append(
-                    _REPLY_PREFIX.pack(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, body, opaques[0])
-                    + rec[CAS_OFFSET:]
-                )
-                return HEADER_SIZE + body, 1
     keys = run.keys
     if start:
         keys, opcodes, opaques, records = (
@@ -512,6 +527,17 @@ def write_gets(
         if written >= limit:
             break
     return written, index
+
+
+def get_reply(opaque: int, rec: bytes | None) -> bytes:
+    """The reply to a plain GET (opcode 0x00), given the item record or None."""
+    if rec is None:
+        return _header(_GET, 0, 0, 1, 9, opaque, 0) + b"Not found"
+    body = len(rec) - CAS_OFFSET - 8
+    header = _REPLY_PREFIX.pack(RESPONSE_MAGIC, _GET, 0, 4, 0, 0, body, opaque)
+    if body < _COPY_LIMIT:
+        return header + rec[CAS_OFFSET:]
+    return b"".join((header, memoryview(rec)[CAS_OFFSET:]))
 
 
 def write_sasl(request: Request, answer: bytes | None, out: list) -> int:

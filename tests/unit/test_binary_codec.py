@@ -24,6 +24,7 @@ from mbserver.protocol.binary import (
     BinaryParser,
     Opcode,
     ProtocolError,
+    get_reply,
     write_gets,
     write_response,
 )
@@ -1089,3 +1090,56 @@ class TestGetRuns:
         replies = wire.responses(b"".join(out))
         assert [r.opaque for r in replies] == [0, 1, 2, 4, 5, 6]  # quiet misses are silent
         assert all(r.flags == 0xABCD for r in replies if r.status == 0)
+
+
+class TestLoneGet:
+    """lone_get takes a read that is exactly one plain GET; get_reply answers it."""
+
+    def test_one_get_gives_its_key_and_opaque(self, wire):
+        assert BinaryParser().lone_get(wire.request(0x00, b"k" * 250, opaque=OPAQUE)) == (
+            b"k" * 250, OPAQUE
+        )
+
+    @pytest.mark.parametrize(
+        "packet",
+        [
+            pytest.param(lambda w: w.request(0x09, b"k"), id="getq"),
+            pytest.param(lambda w: w.request(0x0C, b"k"), id="getk"),
+            pytest.param(lambda w: w.request(0x01, b"k", b"\0" * 8, b"v"), id="set"),
+            pytest.param(lambda w: w.request(0x00, b"k", b"\0\0\0\0"), id="extras"),
+            pytest.param(lambda w: w.request(0x00, b"k" * 251), id="key too long"),
+            pytest.param(lambda w: w.request(0x00, b"k", bodylen=2) + b"x", id="body past key"),
+            pytest.param(lambda w: w.request(0x00, b"k", magic=0x81), id="bad magic"),
+            pytest.param(lambda w: w.request(0x00, b"k")[:-1], id="incomplete"),
+            pytest.param(lambda w: w.request(0x00, b"k") + w.request(0x0A), id="then more"),
+            pytest.param(lambda w: w.request(0x00, b"k") * 2, id="two gets"),
+            pytest.param(lambda w: w.request(0x00, keylen=0), id="no key"),
+        ],
+    )
+    def test_anything_else_is_left_to_the_parser(self, wire, packet):
+        data = packet(wire)
+        parser = BinaryParser()
+        assert parser.lone_get(data) is None
+        assert parser.buffered == 0  # nothing consumed: the caller feeds it
+
+    def test_not_while_a_packet_is_partly_buffered(self, wire):
+        parser = BinaryParser()
+        parser.feed(wire.request(0x00, b"first")[:10])
+        assert parser.lone_get(wire.request(0x00, b"k")) is None
+
+    def test_not_while_a_refused_value_is_being_skipped(self, wire):
+        parser = BinaryParser(max_item_size=1024)
+        parser.feed(wire.request(0x01, b"k", b"\0" * 8, b"v" * 4096)[:100])
+        assert parser.next().refused
+        assert parser.lone_get(wire.request(0x00, b"k")) is None
+
+    @pytest.mark.parametrize("size", [0, 5, 1 << 15])  # small values are sliced, large ones viewed
+    def test_get_reply_matches_write_response(self, size):
+        store = Store()
+        store.store(Mode.SET, b"hit", b"v" * size, flags=0xABCD)
+        for key in (b"hit", b"miss"):
+            expected: list = []
+            item = store.get(key)
+            result = Result(OK, item.cas, item) if item else Result(NOT_FOUND)
+            write_response(Request("get", key, opcode=0x00, opaque=OPAQUE), result, expected)
+            assert get_reply(OPAQUE, store.get_record(key)) == b"".join(expected)

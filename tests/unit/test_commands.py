@@ -462,6 +462,10 @@ class SpyStore(Store):
         self._note("get_many")
         return super().get_many(*a, **kw)
 
+    def get_record(self, *a, **kw):
+        self._note("get_record")
+        return super().get_record(*a, **kw)
+
     def touch(self, *a, **kw):
         self._note("touch")
         return super().touch(*a, **kw)
@@ -567,7 +571,7 @@ class TestLocking:
         h = Harness(clock, store=store)
         store.lock = h.lock
         expectations = [
-            (Request("get", b"k"), ("get_many", "read")),
+            (Request("get", b"k"), ("get_record", "read")),
             (Request("set", b"k", b"1"), ("store", "write")),
             (Request("set", b"k", refused=True), ("refuse", "write")),
             (Request("touch", b"k"), ("touch", "write")),

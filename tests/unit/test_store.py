@@ -772,3 +772,47 @@ def test_eviction_stays_linear_under_heavy_churn(clock):
     assert store.total_items == total
     assert store.bytes <= store.limit_bytes
     assert lru_keys(store) == [b"key:%07d" % i for i in range(total - alive, total)]
+
+
+class TestGetRecord:
+    """get_record is get_many for one key: same record, same side effects."""
+
+    @staticmethod
+    def twins(clock):
+        return Store(clock=clock), Store(clock=clock)
+
+    @staticmethod
+    def observe(store: Store, key: bytes):
+        return (store.reclaimed, len(store), lru_keys(store), store.fetched(key))
+
+    @pytest.mark.parametrize(
+        "case", ["miss", "hit", "expired", "bump due", "bump not due", "unfetched"]
+    )
+    def test_agrees_with_get_many(self, clock, case):
+        single, many = self.twins(clock)
+        for store in (single, many):
+            if case == "unfetched":
+                store.track_fetches()
+            if case != "miss":
+                store.store(SET, b"k", b"v", flags=7, ttl=10 if case == "expired" else 0)
+                store.store(SET, b"other", b"w")
+        clock.advance({"expired": 10, "bump due": LRU_BUMP_INTERVAL, "bump not due": 1}.get(case, 0))
+        assert single.get_record(b"k") == many.get_many([b"k"])[0]
+        assert self.observe(single, b"k") == self.observe(many, b"k")
+        if case in ("miss", "expired"):
+            assert single.get_record(b"k") is None
+        else:
+            assert single.get_record(b"k").endswith(b"v")
+
+    def test_a_bump_moves_the_key_to_the_young_end(self, store, clock):
+        store.store(SET, b"old", b"v")
+        store.store(SET, b"young", b"v")
+        clock.advance(LRU_BUMP_INTERVAL)
+        assert store.get_record(b"old") is not None
+        assert lru_keys(store) == [b"young", b"old"]
+
+    def test_a_pending_flush_applies_first(self, store, clock):
+        store.store(SET, b"k", b"v")
+        store.flush(5)
+        clock.advance(5)
+        assert store.get_record(b"k") is None

@@ -167,6 +167,9 @@ class Connection:
         wait = self._hub.wait
         idle_timeout = self.settings.idle_timeout
         observe = self.observe_batch
+        # Waiting for the next request needs no more than a hub wait unless
+        # there is an idle timeout, TLS, or no descriptor (a test's socket).
+        plain = readable is not None and not tls and not idle_timeout
         out: list = []
         data = first
         while True:
@@ -197,12 +200,11 @@ class Connection:
             # wait for readability first rather than pay for a recv that
             # fails. A full buffer hints that more is already queued; under
             # TLS, decrypted bytes may be waiting inside the SSL object.
-            if readable is not None and len(data) < RECV_SIZE and not (tls and sock.pending()):
-                if idle_timeout:
-                    if not self._wait_for_request():
-                        return
-                else:
+            if len(data) < RECV_SIZE:
+                if plain:
                     wait(readable)
+                elif not self._wait_for_request():
+                    return
             try:
                 data = recv(RECV_SIZE)
             except _WOULD_BLOCK:

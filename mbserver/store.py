@@ -221,7 +221,9 @@ class Store:
     def get_record(self, key: bytes) -> bytes | None:
         """One key's live record or None: get_many for a lone GET, the
         commonest read, without building lists when nothing needs doing."""
-        now = self._now()
+        now = self.clock()
+        if self._flush_at is not None and now >= self._flush_at:
+            self._flush_now()
         rec = self._items.get(key)
         if rec is None:
             return None
@@ -420,7 +422,8 @@ class Store:
                 # As memcached: a failed set must not leave stale data behind.
                 self._unlink(key, old)
             return status, 0
-        return self._link(key, (value,), len(value), flags, self.expiry(ttl, now), now, old)
+        exptime = self.expiry(ttl, now) if ttl else 0
+        return self._link(key, (value,), len(value), flags, exptime, now, old)
 
     def refuse(self, mode: Mode, key: bytes) -> Status:
         """A store whose value was too large to read: drop what a set would replace."""
@@ -530,10 +533,12 @@ class Store:
 
     def _live(self, key: bytes, now: float) -> bytes | None:
         rec = self._items.get(key)
-        if rec is not None and _expired(rec, now):
-            self._unlink(key, rec)
-            self.reclaimed += 1
-            return None
+        if rec is not None:
+            exptime = _UINT32.unpack_from(rec)[0]  # _expired, inline: every store comes here
+            if exptime and exptime <= now:
+                self._unlink(key, rec)
+                self.reclaimed += 1
+                return None
         return rec
 
     def _bump(self, key: bytes, rec: bytes, now: float) -> bytes:
@@ -575,7 +580,8 @@ class Store:
         if self.bytes + size > self.limit_bytes:
             self._evict(size)
         cas = self._next_cas()
-        self._items[key] = b"".join((_META.pack(exptime, int(now), cas, flags), *parts))
+        meta = _META.pack(exptime, int(now), cas, flags)
+        self._items[key] = meta + parts[0] if len(parts) == 1 else b"".join((meta, *parts))
         if self._track_fetches:
             self._unfetched.add(key)
         self.bytes += size

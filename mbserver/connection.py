@@ -159,6 +159,7 @@ class Connection:
         self._parser = parser
         self._answer, self._answer_gets = answer, answer_gets
         get_record = self.commands.get_record
+        send = self._send_data
         clock = stats.clock
         sock = self.sock
         recv = sock.recv
@@ -176,16 +177,18 @@ class Connection:
             if observe is not None:
                 started = perf_counter()
             stats.bytes_read += len(data)
-            closing = False
             if lone_get is not None and (get := lone_get(data)) is not None:
                 # One GET alone in the read, the commonest request of all:
                 # answered without building a run or a reply list.
-                out.append(get_reply(get[1], get_record(get[0])))
+                reply = get_reply(get[1], get_record(get[0]))
+                info.last_cmd = clock()
+                send(reply)
+                closing = False
             else:
                 closing = self._answer_all(data, out)
-            info.last_cmd = clock()
-            if out:
-                self._send(out)
+                info.last_cmd = clock()
+                if out:
+                    self._send(out)
             if observe is not None:
                 observe(perf_counter() - started)
             if closing:
@@ -410,6 +413,9 @@ class Connection:
         """Send and empty ``out``."""
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        self._send_data(data)
+
+    def _send_data(self, data: bytes) -> None:
         self.info.state = "conn_mwrite"
         total = len(data)
         try:

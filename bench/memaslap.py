@@ -45,7 +45,7 @@ class Workload:
     multiget: int = 1
     connections: int = 16
     window: str = "10k"  # keys per connection memcaslap cycles through
-    protocol: str = "binary"  # "text" once mbserver serves it: memcaslap then runs without -B
+    protocol: str = "binary"  # or "text": memcaslap then runs without -B
 
     @property
     def unit(self) -> str:

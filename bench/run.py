@@ -70,8 +70,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="rounds per server and workload (default 5, quick 2)")
     p.add_argument("--duration", type=int, help="seconds per round (default 5, quick 2)")
     p.add_argument("--workloads", default="abcdef", help="which rows to run, e.g. 'ac' or 'ef' (default all: abcdef)")
-    p.add_argument("--protocol", choices=("binary",), default="binary",
-                   help="wire protocol for the throughput rows (text: once mbserver serves it)")
+    p.add_argument("--protocol", choices=("binary", "text"), default="binary",
+                   help="wire protocol for the throughput rows (default binary; text drops memcaslap's -B)")
     p.add_argument("--memory-mib", type=int, default=1024, help="-m for both servers (default 1024)")
     p.add_argument("--client-threads", type=int, default=1, help="memcaslap -T (default 1: one core for it, one for the server)")
     p.add_argument("--items", type=int, default=1_000_000, help="items stored for row (e) (default 1,000,000)")

@@ -34,18 +34,18 @@ from gevent import Timeout
 from .auth import MECHANISMS, Authenticator
 from .commands import Commands, GetMany
 from .config import Settings
-from .protocol.text import TextParser, write_text, write_text_gets
+from .protocol import binary, text
 from .protocol.binary import (
     REQUEST_MAGIC,
     SASL_COMMANDS,
     BinaryParser,
     ProtocolError,
     auth_required_reply,
-    get_reply,
     write_gets,
     write_response,
     write_sasl,
 )
+from .protocol.text import TextParser, write_text, write_text_gets
 from .stats import ConnectionInfo, Stats
 
 log = logging.getLogger("mbserver.connection")
@@ -145,17 +145,18 @@ class Connection:
             first = self._wait_for_request() and self._recv()
         if not first:
             return
-        lone_get = None
         if first[0] == REQUEST_MAGIC:
             info.protocol = "binary"
             parser = BinaryParser(self.settings.max_item_size, sasl=self.auth is not None)
             answer, answer_gets = self._answer_binary, self._gets_binary
-            if self.auth is None:
-                lone_get = parser.lone_get
+            get_reply = binary.get_reply
         else:
             info.protocol = "text"
             parser = TextParser(self.settings.max_item_size)
             answer, answer_gets = self._answer_text, self._gets_text
+            get_reply = text.get_reply
+        # Until a client has authenticated, every request goes the long way.
+        lone_get = parser.lone_get if self.auth is None else None
         self._parser = parser
         self._answer, self._answer_gets = answer, answer_gets
         get_record = self.commands.get_record

@@ -417,11 +417,12 @@ class BinaryParser:
         return _new(GetMany, (keys, (opcodes, opaques)))
 
     def lone_get(self, data: bytes) -> tuple[bytes, int] | None:
-        """The key and opaque if ``data`` is exactly one GET (opcode 0x00)
+        """``(key, opaque)`` if ``data`` is exactly one GET (opcode 0x00)
         and nothing is buffered; else None, and ``data`` is to be fed.
 
         A read holding one GET is the commonest request of all; this lets
-        it skip the buffering and run building of feed and next.
+        it skip the buffering and run building of feed and next. The second
+        element is what ``get_reply`` needs besides the record.
         """
         if (
             len(data) > HEADER_SIZE

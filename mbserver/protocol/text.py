@@ -395,6 +395,35 @@ class TextParser:
             b"me": self._me,
         }
 
+    def lone_get(self, data: bytes) -> tuple[bytes, bytes] | None:
+        """``(key, key)`` if ``data`` is exactly ``get <key>\\r\\n`` and nothing
+        is buffered; else None, and ``data`` is to be fed.
+
+        As ``BinaryParser.lone_get``: the commonest request skips feed and
+        next. The second element is what ``get_reply`` needs besides the
+        record. Anything unusual in the key (a byte memcached's tokenizer
+        treats specially) is left to the general parser.
+        """
+        if (
+            data[:4] == b"get "
+            and data[-2:] == CRLF
+            and self._pos >= len(self._buf)
+            and self._chunks is None
+            and self._block is None
+            and not self._skip
+            and data.__class__ is bytes
+        ):
+            key = data[4:-2]
+            if (
+                0 < len(key) <= MAX_KEY_LENGTH
+                and b" " not in key
+                and b"\n" not in key
+                and b"\r" not in key
+                and b"\0" not in key
+            ):
+                return key, key
+        return None
+
     @property
     def buffered(self) -> int:
         """Bytes received and not yet parsed."""
@@ -834,6 +863,25 @@ class TextParser:
 # sent from their record without a copy.
 _COPY_LIMIT = 1 << 14
 _END = b"END\r\n"
+_CRLF_END = CRLF + _END
+
+
+def _value_line(key: bytes, rec: bytes, with_cas: bool) -> bytes:
+    """``VALUE <key> <flags> <bytes> [<cas>]\\r\\n`` for an item record."""
+    flags = _UINT32.unpack_from(rec, FLAGS_OFFSET)[0]
+    if with_cas:
+        cas = _UINT64.unpack_from(rec, CAS_OFFSET)[0]
+        return b"VALUE %b %d %d %d\r\n" % (key, flags, len(rec) - VALUE_OFFSET, cas)
+    return b"VALUE %b %d %d\r\n" % (key, flags, len(rec) - VALUE_OFFSET)
+
+
+def get_reply(key: bytes, rec: bytes | None) -> bytes:
+    """The reply to ``get <key>`` (one key), given its item record or None."""
+    if rec is None:
+        return _END
+    if len(rec) - VALUE_OFFSET < _COPY_LIMIT:
+        return _value_line(key, rec, False) + rec[VALUE_OFFSET:] + _CRLF_END
+    return b"".join((_value_line(key, rec, False), memoryview(rec)[VALUE_OFFSET:], _CRLF_END))
 
 
 def write_text_gets(
@@ -852,7 +900,6 @@ def write_text_gets(
         return len(context.error), len(records)
     append = out.append
     with_cas = context.cas
-    unpack_flags = _UINT32.unpack_from
     keys = run.keys
     total = len(records)
     if start:
@@ -863,13 +910,8 @@ def write_text_gets(
         index += 1
         if rec is None:
             continue
-        flags = unpack_flags(rec, FLAGS_OFFSET)[0]
+        head = _value_line(key, rec, with_cas)
         length = len(rec) - VALUE_OFFSET
-        if with_cas:
-            cas = _UINT64.unpack_from(rec, CAS_OFFSET)[0]
-            head = b"VALUE %b %d %d %d\r\n" % (key, flags, length, cas)
-        else:
-            head = b"VALUE %b %d %d\r\n" % (key, flags, length)
         if length < _COPY_LIMIT:
             append(head + rec[VALUE_OFFSET:] + CRLF)
         else:

@@ -27,6 +27,7 @@ from mbserver.protocol.text import (
     TextGets,
     TextParser,
     b64decode,
+    get_reply,
     strtol32,
     strtoul32,
     strtoull,
@@ -659,6 +660,53 @@ def test_a_large_value_is_written_without_a_copy():
     write_text_gets(get(b"big"), [rec(value, 3)], out)
     assert any(isinstance(part, memoryview) for part in out)
     assert b"".join(out) == b"VALUE big 3 100000\r\n" + value + b"\r\nEND\r\n"
+
+
+class TestLoneGet:
+    """lone_get takes a read that is exactly one ``get <key>``; get_reply answers it."""
+
+    def test_one_get_gives_its_key(self):
+        assert TextParser().lone_get(b"get " + b"k" * 250 + b"\r\n") == (b"k" * 250, b"k" * 250)
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            b"get a b\r\n",  # two keys
+            b"get  a\r\n",  # memcached skips the empty token; the parser does that
+            b"get a \r\n",
+            b"get a\n",  # no \r: memcached accepts it, the parser handles it
+            b"get a\r\r\n",
+            b"get a\0b\r\n",  # memcached reads the line as a C string
+            b"get \r\n",
+            b"get " + b"k" * 251 + b"\r\n",
+            b"gets a\r\n",
+            b"GET a\r\n",
+            b"get a\r\nget b\r\n",
+            b"get a\r",
+            b"set a 0 0 1\r\nx\r\n",
+        ],
+    )
+    def test_anything_else_is_left_to_the_parser(self, data):
+        parser = TextParser()
+        assert parser.lone_get(data) is None
+        assert parser.buffered == 0  # nothing consumed: the caller feeds it
+
+    def test_not_while_a_line_is_partly_buffered(self):
+        parser = TextParser()
+        parser.feed(b"get fir")
+        assert parser.next() is None
+        assert parser.lone_get(b"get k\r\n") is None
+
+    def test_not_while_a_data_block_is_awaited(self):
+        parser = TextParser()
+        parser.feed(b"set k 0 0 10\r\n")
+        assert parser.next() is None
+        assert parser.lone_get(b"get k\r\n") is None
+
+    @pytest.mark.parametrize("value", [b"", b"xyz", b"v" * 100_000])
+    def test_get_reply_matches_write_text_gets(self, value):
+        for record_ in (rec(value, 7, 3), None):
+            assert get_reply(b"key", record_) == written(write_text_gets, get(b"key"), [record_])
 
 
 def test_a_multi_get_is_written_in_slices():

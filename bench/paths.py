@@ -23,7 +23,6 @@ against memcached. Use this to see what a change to the request path buys
 from __future__ import annotations
 
 import argparse
-import os
 import struct
 import sys
 import time

@@ -166,12 +166,13 @@ class Connection:
         recv = sock.recv
         readable = self._readable
         tls = self._tls
-        wait = self._hub.wait
         idle_timeout = self.settings.idle_timeout
         observe = self.observe_batch
         # Waiting for the next request needs no more than a hub wait unless
         # there is an idle timeout, TLS, or no descriptor (a test's socket).
         plain = readable is not None and not tls and not idle_timeout
+        switch = gevent.getcurrent().switch
+        hub_switch = self._hub.switch
         out: list = []
         data = first
         while True:
@@ -206,7 +207,16 @@ class Connection:
             # TLS, decrypted bytes may be waiting inside the SSL object.
             if len(data) < RECV_SIZE:
                 if plain:
-                    wait(readable)
+                    # hub.wait(readable) without its per-call Waiter: the
+                    # watcher switches straight back to this greenlet, and
+                    # anything else that switches in is a bug, not a wakeup.
+                    # (callgrind: 33.0k -> 30.3k instructions per request.)
+                    readable.start(switch, readable)
+                    try:
+                        if hub_switch() is not readable:
+                            raise RuntimeError("unexpected switch into a connection")
+                    finally:
+                        readable.stop()
                 elif not self._wait_for_request():
                     return
             try:

@@ -433,6 +433,30 @@ def socketpair():
 
 
 class TestSocketpair:
+    def test_a_stray_switch_is_not_taken_for_a_request(self, server, wire, socketpair):
+        """Waiting for a request, only its own watcher may wake a connection."""
+        ours, theirs = socketpair()
+        with gevent.Timeout(HANG_GUARD):
+            greenlet = spawn_server(server, theirs)
+            ours.sendall(wire.request(0x0A, opaque=1))
+            assert [r.opaque for r in read_responses(wire, ours, 1)] == [1]
+            gevent.sleep(0.01)  # the connection is back waiting for a request
+            gevent.get_hub().loop.run_callback(greenlet.switch, "stray")
+            greenlet.join()
+            assert isinstance(greenlet.exception, RuntimeError)
+            assert read_to_eof(ours) == b""  # closed, not left half-served
+
+    def test_killed_while_waiting_for_a_request(self, server, wire, socketpair):
+        ours, theirs = socketpair()
+        with gevent.Timeout(HANG_GUARD):
+            greenlet = spawn_server(server, theirs)
+            ours.sendall(wire.request(0x0A, opaque=1))
+            read_responses(wire, ours, 1)
+            gevent.sleep(0.01)
+            greenlet.kill()
+            assert greenlet.dead and greenlet.exception is None
+            assert read_to_eof(ours) == b""
+
     def test_pipeline_round_trip(self, server, wire, socketpair):
         ours, theirs = socketpair()
         with gevent.Timeout(HANG_GUARD):

@@ -280,13 +280,10 @@ class Commands:
                 )
         finally:
             lock.release_write()
-        if status is OK and not request.cas:
-            self.stats.cmd_set += 1  # the usual case: nothing else to count
-        else:
-            # memcached counts cas_* for set/add/replace carrying a CAS (its
-            # NREAD_CAS) only, not for append/prepend.
-            cas_mode = bool(request.cas) and mode is not _APPEND and mode is not _PREPEND
-            self._count_store(refused, cas_mode, status)
+        # memcached counts cas_* for set/add/replace carrying a CAS (its
+        # NREAD_CAS) only, not for append/prepend.
+        cas_mode = bool(request.cas) and mode is not _APPEND and mode is not _PREPEND
+        self._count_store(refused, cas_mode, status)
         return _new(Result, (status, cas, None, 0, None))
 
     def _delete(self, request: Request) -> Result:

@@ -221,9 +221,7 @@ class Store:
     def get_record(self, key: bytes) -> bytes | None:
         """One key's live record or None: get_many for a lone GET, the
         commonest read, without building lists when nothing needs doing."""
-        now = self.clock()
-        if self._flush_at is not None and now >= self._flush_at:
-            self._flush_now()
+        now = self._now()
         rec = self._items.get(key)
         if rec is None:
             return None
@@ -533,12 +531,10 @@ class Store:
 
     def _live(self, key: bytes, now: float) -> bytes | None:
         rec = self._items.get(key)
-        if rec is not None:
-            exptime = _UINT32.unpack_from(rec)[0]  # _expired, inline: every store comes here
-            if exptime and exptime <= now:
-                self._unlink(key, rec)
-                self.reclaimed += 1
-                return None
+        if rec is not None and _expired(rec, now):
+            self._unlink(key, rec)
+            self.reclaimed += 1
+            return None
         return rec
 
     def _bump(self, key: bytes, rec: bytes, now: float) -> bytes:

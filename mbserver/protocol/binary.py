@@ -242,11 +242,6 @@ class BinaryParser:
         self._wanted = 0
 
     def feed(self, data: bytes) -> None:
-        if self._pos >= len(self._buf) and self._chunks is None and not self._skip:
-            # Everything before was parsed: the usual case, a fresh read.
-            self._buf = data if data.__class__ is bytes else bytes(data)
-            self._pos = 0
-            return
         if data.__class__ is not bytes:
             data = bytes(data)
         if self._skip:
@@ -306,11 +301,6 @@ class BinaryParser:
             and bodylen == keylen
             and 0 < keylen <= MAX_KEY_LENGTH
         ):
-            end = pos + HEADER_SIZE + keylen
-            if end == len(buf):
-                # The usual case: one GET, the last packet received.
-                self._pos = end
-                return _new(GetMany, ([buf[end - keylen :]], ((opcode,), (opaque,))))
             return self._get_run(buf, pos)
         if magic != REQUEST_MAGIC:
             raise ProtocolError(f"bad magic byte 0x{magic:02x}")

@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import stats as statsmod
+from .record import Item, unpack
 from .rwlock import RWLock
-from .store import (
+from .storage import (
     EXISTS,
     KEY_BINARY,
     NO_MEMORY,
@@ -25,11 +26,9 @@ from .store import (
     STALE,
     TOO_LARGE,
     WIN_SENT,
-    Item,
+    ItemStore,
     Mode,
     Status,
-    Store,
-    unpack,
 )
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ class Request(NamedTuple):
     key: bytes = b""
     value: bytes = b""
     flags: int = 0
-    exptime: int = 0  # memcached exptime (ttl or Unix time), or a flush delay
+    exptime: int = 0  # memcached exptime (ttl or Unix time)
     cas: int = 0
     delta: int = 0
     initial: int | None = None  # incr/decr: create missing keys with this
@@ -54,6 +53,29 @@ class Request(NamedTuple):
     opaque: int = 0
     quiet: bool = False
     echo_key: bool = False
+
+
+class StatsRequest(NamedTuple):
+    """``stats [group [args...]]`` (binary: the STAT key, split at spaces)."""
+
+    group: bytes = b""  # b"" for the general stats, b"settings", b"items" ...
+    args: tuple[bytes, ...] = ()
+    opcode: int = 0
+    opaque: int = 0
+
+    command = "stats"
+    quiet = False
+
+
+class FlushRequest(NamedTuple):
+    """``flush_all [delay]``: invalidate every item now, or at ``delay``."""
+
+    delay: int = 0  # a memcached exptime: relative seconds or a Unix time
+    quiet: bool = False
+    opcode: int = 0
+    opaque: int = 0
+
+    command = "flush"
 
 
 class GetMany(NamedTuple):
@@ -140,13 +162,12 @@ RESULT_NOT_FOUND = Result(NOT_FOUND)
 class Commands:
     """Executes requests against one store, under its lock, counting stats."""
 
-    def __init__(self, store: Store, lock: RWLock, stats: Stats, settings: Settings):
+    def __init__(self, store: ItemStore, lock: RWLock, stats: Stats, settings: Settings):
         self.store = store
         self.lock = lock
         self.stats = stats
         self.settings = settings
         self._handlers = {
-            "get": self._get,
             "gat": self._gat,
             "touch": self._touch,
             "delete": self._delete,
@@ -157,7 +178,7 @@ class Commands:
             "noop": self._nothing,
             "version": self._nothing,
             "quit": self._nothing,
-            "unknown": self._nothing,  # the codec answers it; nothing to do here
+            "unknown": self._nothing,  # an unknown binary opcode: the codec answers it
             "mg": self._mg,
             "ms": self._ms,
             "md": self._md,
@@ -235,13 +256,6 @@ class Commands:
         stats.touch_hits += hits
         stats.touch_misses += len(records) - hits
         return records
-
-    def _get(self, request: Request) -> Result:
-        record = self.get_record(request.key)
-        if record is None:
-            return RESULT_NOT_FOUND
-        item = unpack(record)
-        return Result(OK, item.cas, item)
 
     def _gat(self, request: Request) -> Result:
         result = self._touch(request)
@@ -340,16 +354,16 @@ class Commands:
             else:
                 stats.decr_misses += 1
 
-    def _flush(self, request: Request) -> Result:
+    def _flush(self, request: FlushRequest) -> Result:
         with self.lock.write():
-            self.store.flush(request.exptime)
+            self.store.flush(request.delay)
         self.stats.cmd_flush += 1
         return RESULT_OK
 
     # -- the rest --------------------------------------------------------
 
-    def _stats(self, request: Request) -> Result:
-        group = request.key.decode("ascii", "replace").strip()
+    def _stats(self, request: StatsRequest) -> Result:
+        group = request.group.decode("ascii", "replace")
         # `stats reset` writes; every other group only reads.
         with self.lock.write() if group == "reset" else self.lock.read():
             pairs = self._stat_group(group)

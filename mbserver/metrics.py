@@ -58,7 +58,7 @@ from . import MEMCACHED_COMPAT_VERSION, __version__
 if TYPE_CHECKING:
     from .config import Settings
     from .stats import Stats
-    from .store import Store
+    from .storage import ItemStore
 
 log = logging.getLogger("mbserver.metrics")
 
@@ -172,7 +172,7 @@ class StatsCollector:
     def __init__(
         self,
         stats: Stats,
-        store: Store,
+        store: ItemStore,
         settings: Settings,
         latency: LatencyHistogram | None = None,
     ):
@@ -274,7 +274,7 @@ class StatsCollector:
 
 def build_registry(
     stats: Stats,
-    store: Store,
+    store: ItemStore,
     settings: Settings,
     latency: LatencyHistogram | None = None,
 ) -> CollectorRegistry:
@@ -373,7 +373,7 @@ def start_metrics(
     host: str,
     port: int,
     stats: Stats,
-    store: Store,
+    store: ItemStore,
     settings: Settings,
     *,
     latency: LatencyHistogram | None = None,

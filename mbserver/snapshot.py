@@ -48,7 +48,9 @@ import gevent.lock
 import gevent.threadpool
 
 from .rwlock import RWLock
-from .store import ITEM_OVERHEAD, MAX_KEY_LENGTH, VALUE_OFFSET, Store
+from .record import EXPTIME, MAX_KEY_LENGTH, VALUE_OFFSET
+from .storage import ItemStore
+from .store import ITEM_OVERHEAD
 
 log = logging.getLogger("mbserver.snapshot")
 
@@ -57,7 +59,6 @@ VERSION = 1
 _HEADER = struct.Struct(">8sII")  # magic, version, written_at
 _RECORD = struct.Struct(">HI")  # key length, record length
 _TRAILER = struct.Struct(">HQI")  # END, count, crc32
-_EXPTIME = struct.Struct(">I")
 END = 0xFFFF
 _CRC_SIZE = 4
 
@@ -171,7 +172,7 @@ def _encode(pairs, now: int, tally: list[int]):
     parts: list[bytes] = []
     append = parts.append
     pack = _RECORD.pack
-    exptime_of = _EXPTIME.unpack_from
+    exptime_of = EXPTIME.unpack_from
     items = size = expired = 0
     for key, rec in pairs:
         exptime = exptime_of(rec)[0]
@@ -327,7 +328,7 @@ def _read(f, path: str, now: float, keep_bytes: int | None) -> Loaded:
     count = expired = trimmed = 0
     kept_bytes = 0
     unpack_record = _RECORD.unpack_from
-    exptime_of = _EXPTIME.unpack_from
+    exptime_of = EXPTIME.unpack_from
     buf = b""
     pos = 0
     base = _HEADER.size  # the file offset of buf[0]
@@ -426,7 +427,7 @@ class Snapshots:
     def __init__(
         self,
         path: str | os.PathLike,
-        store: Store,
+        store: ItemStore,
         lock: RWLock,
         clock: Callable[[], float] | None = None,
     ):

@@ -15,7 +15,8 @@ from collections import Counter
 from typing import TYPE_CHECKING, Callable
 
 from . import MEMCACHED_COMPAT_VERSION, __version__
-from .store import MEMCACHED_ITEM_HEADER, Store
+from .record import MEMCACHED_ITEM_HEADER
+from .storage import ItemStore
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -81,7 +82,7 @@ class Stats:
         self.rejected_connections = 0
 
 
-def general(stats: Stats, store: Store, settings: Settings) -> Pairs:
+def general(stats: Stats, store: ItemStore, settings: Settings) -> Pairs:
     """The answer to a bare `stats`: memcached's general stats, where they apply."""
     now = stats.clock()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -127,7 +128,7 @@ def settings_group(settings: Settings, stats: Stats) -> Pairs:
     ]
 
 
-def items_group(store: Store) -> Pairs:
+def items_group(store: ItemStore) -> Pairs:
     # One LRU, reported as memcached's slab class 1 so tools that read
     # items:<class>:<name> find it.
     return [
@@ -139,7 +140,7 @@ def items_group(store: Store) -> Pairs:
     ]
 
 
-def slabs_group(store: Store) -> Pairs:
+def slabs_group(store: ItemStore) -> Pairs:
     count = len(store)
     return [
         ("1:chunk_size", str(store.bytes // count if count else 0)),
@@ -150,7 +151,7 @@ def slabs_group(store: Store) -> Pairs:
     ]
 
 
-def sizes_group(store: Store) -> Pairs:
+def sizes_group(store: ItemStore) -> Pairs:
     """Item counts by size in 32-byte buckets, as memcached's `stats sizes`.
 
     Walks every item (memcached's original implementation did too), so it

@@ -1,9 +1,10 @@
 """The item store: items, expiry, CAS, LRU eviction and memory accounting.
 
-What lives here: the table of items and every rule about them, with results
-that say what happened in protocol-neutral terms (``Status``). What does not:
-locking (callers hold the store's ``RWLock``), per-command statistics
-(``commands``), and anything about wire formats.
+What lives here: ``Store``, the table of items and every rule about them,
+implementing ``storage.ItemStore`` with results that say what happened in
+protocol-neutral terms (``storage.Status``). What does not: the record
+layout (``record``), locking (callers hold the store's ``RWLock``),
+per-command statistics (``commands``), and anything about wire formats.
 
 Nothing here does I/O or yields to another greenlet: once a call starts it
 runs to completion, so the store lock is never held across a switch.
@@ -15,14 +16,62 @@ memcached does; eviction reclaims expired items first when it meets them.
 
 from __future__ import annotations
 
-import enum
 import re
-import struct
 import sys
 import time
-from typing import Callable, NamedTuple
+from typing import Callable
 
-MAX_KEY_LENGTH = 250
+from .record import (
+    ATIME,
+    ATIME_OFFSET,
+    CAS,
+    CAS_FLAGS,
+    CAS_OFFSET,
+    EXPTIME,
+    HEADER,
+    MEMCACHED_ITEM_HEADER,
+    TIMES,
+    VALUE_OFFSET,
+    Item,
+    expired,
+    unpack,
+    with_exptime,
+)
+from .storage import (
+    EXISTS,
+    KEY_BINARY,
+    NO_MEMORY,
+    NON_NUMERIC,
+    NOT_FOUND,
+    NOT_STORED,
+    OK,
+    STALE,
+    TOO_LARGE,
+    WIN_SENT,
+    Mode,
+    Status,
+)
+
+__all__ = [
+    "ITEM_OVERHEAD",
+    "LRU_BUMP_INTERVAL",
+    "RELATIVE_EXPIRY_LIMIT",
+    "Store",
+    "parse_counter",
+    # the vocabulary a store speaks, from storage, for the store's users
+    "EXISTS",
+    "KEY_BINARY",
+    "NO_MEMORY",
+    "NON_NUMERIC",
+    "NOT_FOUND",
+    "NOT_STORED",
+    "OK",
+    "STALE",
+    "TOO_LARGE",
+    "WIN_SENT",
+    "Mode",
+    "Status",
+]
 
 # memcached treats an expiry up to 30 days as relative seconds and anything
 # larger as an absolute Unix time.
@@ -40,48 +89,12 @@ LRU_BUMP_INTERVAL = 60.0
 # bounds real memory, not just payload.
 ITEM_OVERHEAD = 128
 
-# memcached's item header (48) + CAS (8) + the key's NUL + the value's CRLF:
-# an item whose total exceeds the item size limit is "too large" there, so
-# the same arithmetic gives the same boundary here.
-MEMCACHED_ITEM_HEADER = 59
-
 UINT64_MASK = (1 << 64) - 1
+_UINT32_MAX = 0xFFFFFFFF
 
 # strtoull as memcached's safe_strtoull uses it: optional leading white
 # space, digits, then the end or more white space.
 _COUNTER = re.compile(rb"[ \t\n\v\f\r]*\+?([0-9]+)(?:[ \t\n\v\f\r]|\Z)")
-
-
-class Status(enum.Enum):
-    """What a store operation did, independent of any protocol."""
-
-    OK = "ok"  # found / stored / deleted / touched
-    NOT_FOUND = "not_found"
-    EXISTS = "exists"  # CAS mismatch
-    NOT_STORED = "not_stored"  # add on a live key; replace/append/prepend on a missing one
-    TOO_LARGE = "too_large"
-    NO_MEMORY = "no_memory"
-    NON_NUMERIC = "non_numeric"
-
-
-OK = Status.OK
-NOT_FOUND = Status.NOT_FOUND
-EXISTS = Status.EXISTS
-NOT_STORED = Status.NOT_STORED
-TOO_LARGE = Status.TOO_LARGE
-NO_MEMORY = Status.NO_MEMORY
-NON_NUMERIC = Status.NON_NUMERIC
-
-
-class Mode(enum.Enum):
-    """The storage commands; they differ only in which prior state they accept."""
-
-    SET = "set"
-    ADD = "add"
-    REPLACE = "replace"
-    APPEND = "append"
-    PREPEND = "prepend"
-
 
 # Plain names for the members: looking up Mode.SET costs several times a
 # global name (an Enum class attribute), and these are on every store's path.
@@ -90,67 +103,8 @@ _SET, _ADD, _REPLACE, _APPEND, _PREPEND = (
 )
 
 
-class Item(NamedTuple):
-    """A copy of one item's fields, for callers off the hot path."""
-
-    value: bytes
-    flags: int
-    exptime: int  # Unix seconds, 0 for never
-    cas: int
-    atime: int  # Unix seconds of the item's last LRU bump
-
-
-# Each item is stored as ONE bytes object, a record: a 20-byte header, then
-# the value.
-#   [0:4]   exptime  uint32 Unix seconds; 0 never, 1 already expired
-#   [4:8]   atime    uint32 Unix seconds of the last LRU bump
-#   [8:16]  cas      uint64
-#   [16:20] flags    uint32
-#   [20:]   value
-# One object instead of an Item with int and float fields saves about 130
-# bytes an item (bench/, row e), and record[8:] (CAS, flags, value) is
-# laid out as a binary GET reply carries it, so replies slice it directly.
-_META = struct.Struct(">IIQI")
-_TIMES = struct.Struct(">II")
-_UINT32 = struct.Struct(">I")
-_UINT64 = struct.Struct(">Q")
-_CAS_FLAGS = struct.Struct(">QI")
-CAS_OFFSET = 8
-FLAGS_OFFSET = 16
-VALUE_OFFSET = 20
-_UINT32_MAX = 0xFFFFFFFF
-
-# What the meta commands remember about an item beyond its record, as
-# memcached keeps it in the item's it_flags: bits of Store._marks, which
-# holds only items that have any, so a cache that never sees them pays
-# nothing. They belong to one item: storing a new one under the key
-# clears them.
-STALE = 1  # invalidated (md I, or ms I with an older CAS): mg answers X
-WIN_SENT = 2  # a client has been told it won the recache (W); others get Z
-KEY_BINARY = 4  # stored by ms with b: mg's k gives the key back in base64
-
-
-def record(value: bytes, flags: int, exptime: int, cas: int, atime: int) -> bytes:
-    return _META.pack(exptime, atime, cas, flags) + value
-
-
-def unpack(rec: bytes) -> Item:
-    exptime, atime, cas, flags = _META.unpack_from(rec)
-    return Item(rec[VALUE_OFFSET:], flags, exptime, cas, atime)
-
-
 def _cas(rec: bytes) -> int:
-    return _UINT64.unpack_from(rec, CAS_OFFSET)[0]
-
-
-def _expired(rec: bytes, now: float) -> bool:
-    exptime = _UINT32.unpack_from(rec)[0]
-    return exptime != 0 and exptime <= now
-
-
-def item_size(key: bytes, value: bytes) -> int:
-    """The bytes an item is accounted for against the memory limit."""
-    return ITEM_OVERHEAD + len(key) + len(value)
+    return CAS.unpack_from(rec, CAS_OFFSET)[0]
 
 
 def parse_counter(value: bytes) -> int | None:
@@ -206,11 +160,6 @@ class Store:
     def __contains__(self, key: bytes) -> bool:
         return self._live(key, self._now()) is not None
 
-    def get(self, key: bytes) -> Item | None:
-        """The live item for key, bumped in the LRU; None on a miss."""
-        rec = self.get_record(key)
-        return None if rec is None else unpack(rec)
-
     def get_many(self, keys) -> list[bytes | None]:
         """Each key's live record (see the layout above), or None; hits are bumped.
 
@@ -225,7 +174,7 @@ class Store:
         rec = self._items.get(key)
         if rec is None:
             return None
-        exptime, atime = _TIMES.unpack_from(rec)
+        exptime, atime = TIMES.unpack_from(rec)
         if (exptime and exptime <= now) or self._unfetched or now - atime >= LRU_BUMP_INTERVAL:
             return self._lookup((key,), now)[0]
         return rec
@@ -234,7 +183,7 @@ class Store:
         items = self._items
         found = []
         append = found.append
-        times = _TIMES.unpack_from
+        times = TIMES.unpack_from
         unfetched = self._unfetched
         for key in keys:
             rec = items.get(key)
@@ -263,8 +212,8 @@ class Store:
         rec = self._live(key, now)
         if rec is None:
             return None
-        cas, flags = _CAS_FLAGS.unpack_from(rec, CAS_OFFSET)
-        rec = _META.pack(self.expiry(ttl, now), int(now), cas, flags) + rec[VALUE_OFFSET:]
+        cas, flags = CAS_FLAGS.unpack_from(rec, CAS_OFFSET)
+        rec = HEADER.pack(self.expiry(ttl, now), int(now), cas, flags) + rec[VALUE_OFFSET:]
         del self._items[key]  # re-inserted at the young end: a touch is an access
         self._items[key] = rec
         self._unfetched.discard(key)  # and a fetch, as memcached counts it
@@ -273,7 +222,7 @@ class Store:
     def items(self) -> list[tuple[bytes, Item]]:
         """A snapshot of the live items, least recently used first."""
         now = self._now()
-        return [(k, unpack(r)) for k, r in self._items.items() if not _expired(r, now)]
+        return [(k, unpack(r)) for k, r in self._items.items() if not expired(r, now)]
 
     def reset_counters(self) -> None:
         self.total_items = self.evictions = self.reclaimed = 0
@@ -281,7 +230,7 @@ class Store:
     def oldest_age(self) -> float:
         """Seconds since the least recently used item was last bumped."""
         for rec in self._items.values():
-            return max(0.0, self.clock() - _TIMES.unpack_from(rec)[1])
+            return max(0.0, self.clock() - TIMES.unpack_from(rec)[1])
         return 0.0
 
     # -- what the meta commands need (commands.Commands._mg and friends) --
@@ -327,7 +276,7 @@ class Store:
         rec = self._live(key, self._now())
         if rec is None:
             return None
-        rec = _UINT32.pack(exptime) + rec[4:]
+        rec = with_exptime(rec, exptime)
         self._items[key] = rec
         return rec
 
@@ -342,13 +291,13 @@ class Store:
         rec = self._live(key, now)
         if rec is None:
             return NOT_FOUND, 0
-        exptime, atime, old_cas, flags = _META.unpack_from(rec)
+        exptime, atime, old_cas, flags = HEADER.unpack_from(rec)
         if cas and old_cas != cas:
             return EXISTS, 0
         if ttl is not None:
             exptime = self.expiry(ttl, now)
         new_cas = self._next_cas()
-        self._items[key] = _META.pack(exptime, atime, new_cas, flags) + rec[VALUE_OFFSET:]
+        self._items[key] = HEADER.pack(exptime, atime, new_cas, flags) + rec[VALUE_OFFSET:]
         self.set_marks(key, (self._marks.get(key, 0) | STALE) & ~WIN_SENT)
         return OK, new_cas
 
@@ -362,7 +311,7 @@ class Store:
         old = self._live(key, now)
         if old is None:
             return NOT_FOUND, 0
-        exptime, _, old_cas, _ = _META.unpack_from(old)
+        exptime, _, old_cas, _ = HEADER.unpack_from(old)
         if cas >= old_cas:
             return EXISTS, 0
         status = self._check_size(key, len(value))
@@ -404,7 +353,7 @@ class Store:
             if cas and _cas(old) != cas:
                 return EXISTS, 0
         if mode is _APPEND or mode is _PREPEND:
-            exptime, _, _, flags = _META.unpack_from(old)
+            exptime, _, _, flags = HEADER.unpack_from(old)
             size = len(old) - VALUE_OFFSET + len(value)
             if self._check_size(key, size) is not OK:
                 # memcached fails the joined item's allocation: "not stored".
@@ -464,7 +413,7 @@ class Store:
                 key, (digits,), len(digits), 0, self.expiry(ttl, now), now, None
             )
             return status, (initial if status is OK else 0), new_cas
-        exptime, atime, old_cas, flags = _META.unpack_from(rec)
+        exptime, atime, old_cas, flags = HEADER.unpack_from(rec)
         if cas and old_cas != cas:
             return EXISTS, 0, 0
         old_value = rec[VALUE_OFFSET:]
@@ -531,7 +480,7 @@ class Store:
 
     def _live(self, key: bytes, now: float) -> bytes | None:
         rec = self._items.get(key)
-        if rec is not None and _expired(rec, now):
+        if rec is not None and expired(rec, now):
             self._unlink(key, rec)
             self.reclaimed += 1
             return None
@@ -539,11 +488,11 @@ class Store:
 
     def _bump(self, key: bytes, rec: bytes, now: float) -> bytes:
         """Move key to the young end of the LRU if it was last bumped long enough ago."""
-        if now - _TIMES.unpack_from(rec)[1] < LRU_BUMP_INTERVAL:
+        if now - TIMES.unpack_from(rec)[1] < LRU_BUMP_INTERVAL:
             return rec
         items = self._items
         del items[key]
-        rec = rec[:4] + _UINT32.pack(int(now)) + rec[8:]
+        rec = rec[:ATIME_OFFSET] + ATIME.pack(int(now)) + rec[CAS_OFFSET:]
         items[key] = rec
         return rec
 
@@ -576,7 +525,7 @@ class Store:
         if self.bytes + size > self.limit_bytes:
             self._evict(size)
         cas = self._next_cas()
-        meta = _META.pack(exptime, int(now), cas, flags)
+        meta = HEADER.pack(exptime, int(now), cas, flags)
         self._items[key] = meta + parts[0] if len(parts) == 1 else b"".join((meta, *parts))
         if self._track_fetches:
             self._unfetched.add(key)
@@ -610,7 +559,7 @@ class Store:
             freed += ITEM_OVERHEAD + len(key) + len(rec) - VALUE_OFFSET
         for key, rec in victims:
             self._unlink(key, rec)
-            if _expired(rec, now):
+            if expired(rec, now):
                 self.reclaimed += 1
             else:
                 self.evictions += 1
@@ -642,9 +591,10 @@ class Store:
             # expiry() made the deadline whole seconds; "exptime <= now"
             # then expires a record exactly when the flush would run.
             deadline = int(deadline)
-            head = _UINT32.pack(deadline)
+            head = EXPTIME.pack(deadline)
             recs = [
-                r if 0 < _UINT32.unpack_from(r)[0] <= deadline else head + r[4:] for r in recs
+                r if 0 < EXPTIME.unpack_from(r)[0] <= deadline else head + r[ATIME_OFFSET:]
+                for r in recs
             ]
         return keys, recs
 
@@ -663,7 +613,7 @@ class Store:
         last_cas = self._last_cas
         taken = 0
         for key, rec in pairs:
-            exptime, _, cas, _ = _META.unpack_from(rec)
+            exptime, _, cas, _ = HEADER.unpack_from(rec)
             if exptime and exptime <= now:
                 continue
             value_len = len(rec) - VALUE_OFFSET

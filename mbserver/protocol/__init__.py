@@ -1,1 +1,200 @@
-"""Wire protocol codecs. Each turns bytes into Requests and Results into bytes, with no I/O."""
+"""The wire protocols: one module each, one interface, chosen by a connection's first byte.
+
+What lives here: ``ProtocolError``; ``Protocol``, the interface every
+protocol implements, and ``Answering``, the part of it they share; the loop
+that writes a run of GETs (``write_run``), where protocols differ only in
+how one item is framed; and the registry, ``protocol_for``, which picks a
+connection's protocol from its first byte once, as memcached's
+``try_read_command_negotiate`` sets one function pointer. What does not:
+any one protocol's framing, commands or replies (``binary``; ``text`` with
+``meta``), and sockets (``connection``).
+
+Adding a protocol is one new module whose class implements ``Protocol``,
+and one line in ``_REGISTRY``.
+"""
+
+from __future__ import annotations
+
+import logging
+from itertools import islice
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterable, Protocol as Interface
+
+if TYPE_CHECKING:
+    from ..auth import Authenticator
+    from ..commands import Commands, GetMany
+    from ..config import Settings
+    from .buffer import ReceiveBuffer
+
+log = logging.getLogger("mbserver.connection")
+
+# Replies are sent once this much is waiting, even mid-batch, so a pipeline
+# or multi-get of large values never builds more than about this much per
+# connection.
+SEND_THRESHOLD = 1 << 20
+
+
+class ProtocolError(Exception):
+    """The stream cannot go on: send ``reply`` (if any), then close."""
+
+    def __init__(self, message: str, reply: bytes = b""):
+        super().__init__(message)
+        self.reply = reply
+
+
+class Parser(Interface):
+    """A sans-IO request parser over one ``ReceiveBuffer``."""
+
+    buffer: ReceiveBuffer
+
+    def feed(self, data: bytes) -> None: ...
+
+    def next(self) -> object | None:
+        """The next complete request (a run of GETs as one ``GetMany``), or
+        None until more is fed; raises ``ProtocolError`` when the stream
+        cannot go on."""
+
+    def lone_get(self, data: bytes) -> tuple[bytes, object] | None:
+        """``(key, context)`` if ``data`` is exactly one plain GET and nothing
+        is buffered, for ``Protocol.get_reply``; else None (then feed it)."""
+
+
+class Protocol(Interface):
+    """One connection's protocol: its parser, its answers, its authentication.
+
+    Made once per connection by ``protocol_for(first_byte)(...)``. The
+    connection feeds ``parser``, hands every request to ``answer`` (a
+    ``GetMany`` to ``answer_gets``) and sends what they append to ``out``;
+    it closes once ``closing`` is set and those replies are sent, or on a
+    ``ProtocolError`` after sending its ``reply``.
+    """
+
+    name: ClassVar[str]  # as `stats conns` shows it
+    parser: Parser
+    closing: bool
+    # The lone-GET short path (see connection): ``parser.lone_get`` while
+    # it may be taken (None until a client has authenticated), and the
+    # function that writes its reply from a record.
+    lone_get: Callable[[bytes], tuple[bytes, object] | None] | None
+    get_reply: Callable[[object, bytes | None], bytes]
+
+    def __init__(
+        self,
+        commands: Commands,
+        settings: Settings,
+        auth: Authenticator | None,
+        peer: str,
+        send: Callable[[list], None],
+    ) -> None: ...
+
+    def answer(self, request: object, out: list) -> int:
+        """Execute one request and append its reply (if any); its size."""
+
+    def answer_gets(self, run: GetMany, out: list, pending: int) -> int:
+        """Answer a run of GETs after ``pending`` bytes already in ``out``;
+        the bytes in ``out`` afterwards. Sends as it goes past SEND_THRESHOLD."""
+
+
+class Answering:
+    """What every protocol object shares: answering a request through the
+    command layer and its protocol's writer table, the closing flag, and
+    sending a run of GETs' replies in slices.
+
+    A protocol sets ``WRITERS`` (command name → ``writer(request, result,
+    out)``), fills ``_own`` with the requests it answers without the
+    command layer (SASL, canned replies), and writes ``_before_auth`` and
+    ``answer_gets``.
+    """
+
+    WRITERS: ClassVar[dict[str, Callable]]
+    closing = False
+
+    def __init__(self, commands: Commands, auth, peer: str, send: Callable[[list], None]):
+        self.commands = commands
+        self.stats = commands.stats
+        self.auth = auth
+        self.authenticated = auth is None
+        self.peer = peer
+        self._send = send
+        self._own: dict[str, Callable[[object, list], int]] = {}
+
+    def answer(self, request, out: list) -> int:
+        if not self.authenticated:
+            return self._before_auth(request, out)
+        command = request.command
+        own = self._own.get(command)
+        if own is not None:
+            return own(request, out)
+        written = self.WRITERS[command](request, self.commands.execute(request), out)
+        if command == "quit":
+            self.closing = True
+        return written
+
+    def _before_auth(self, request, out: list) -> int:
+        raise NotImplementedError
+
+    def _write_run(self, writer, run: GetMany, records: list, out: list, pending: int) -> int:
+        """Write a run's replies with ``writer``; a run whose replies pass
+        SEND_THRESHOLD is sent a slice at a time, never built whole."""
+        written, done = writer(run, records, out, 0, SEND_THRESHOLD - pending)
+        if done == len(records):
+            return pending + written
+        while done < len(records):
+            self._send(out)
+            written, done = writer(run, records, out, done, SEND_THRESHOLD)
+        return written
+
+    def _closing_after(self, reply: bytes, out: list, why: str) -> int:
+        """Append ``reply``, and close the connection once it is sent."""
+        self.closing = True
+        log.info("%s: %s; closing", self.peer, why)
+        out.append(reply)
+        return len(reply)
+
+
+def write_run(
+    frame: Callable[[list, bytes, object, bytes | None], int],
+    keys: list[bytes],
+    contexts: Iterable,
+    records: list,
+    out: list,
+    start: int = 0,
+    limit: int = 1 << 62,
+) -> tuple[int, int]:
+    """Append the replies to a run of GETs: ``frame(out, key, context, record)``
+    for each entry from ``start`` on, stopping once ``limit`` bytes are written.
+
+    Returns the bytes written and the index of the first entry not written,
+    so the caller can send and go on from there.
+    """
+    entries = zip(keys, contexts, records)
+    if start:
+        entries = islice(entries, start, None)
+    written = 0
+    index = start
+    for key, context, rec in entries:
+        index += 1
+        written += frame(out, key, context, rec)
+        if written >= limit:
+            break
+    return written, index
+
+
+# -- the registry ---------------------------------------------------------------
+# Imported here, below what they import from this module.
+
+from .binary import BinaryProtocol  # noqa: E402
+from .text import TextProtocol  # noqa: E402
+
+# (first bytes, protocol); the last entry takes every other first byte.
+_REGISTRY: tuple[tuple[frozenset[int], type], ...] = (
+    (frozenset((BinaryProtocol.REQUEST_MAGIC,)), BinaryProtocol),
+    (frozenset(range(256)), TextProtocol),
+)
+
+
+def protocol_for(first_byte: int) -> type:
+    """The protocol a connection whose first byte is ``first_byte`` speaks."""
+    for first_bytes, protocol in _REGISTRY:
+        if first_byte in first_bytes:
+            return protocol
+    raise AssertionError("the last registry entry takes every byte")

@@ -1,12 +1,15 @@
-"""The memcached binary protocol, sans I/O: bytes in → Requests; Results → bytes.
+"""The memcached binary protocol: sans-IO codec, and the protocol object a connection uses.
 
 What lives here: packet framing, the per-opcode length rules, turning every
-quiet opcode into "the loud command + quiet" at parse time, and writing each
-Result as memcached 1.6 writes it. What does not: sockets (``connection``)
-and command semantics (``commands``).
+quiet opcode into "the loud command + quiet" at parse time, writing each
+Result as memcached 1.6 writes it (one writer per command, in a table), and
+``BinaryProtocol``, which answers one connection's requests and runs its
+SASL authentication. What does not: sockets (``connection``), command
+semantics (``commands``), and buffering (``buffer``).
 
-``BinaryParser`` buffers what it is fed and hands out one ``Request`` per
-complete packet. Sizes are checked from the header before any body is
+``BinaryParser`` reads the packets in its ``ReceiveBuffer`` and hands out
+one ``Request`` per complete packet (a run of GET-family packets as one
+``GetMany``). Sizes are checked from the header before any body is
 buffered: a value over the item size limit is skipped as it arrives (the
 request still reaches the command layer, marked ``refused``), and a header
 whose lengths do not fit its opcode raises ``ProtocolError`` carrying the
@@ -16,23 +19,26 @@ whose lengths do not fit its opcode raises ``ProtocolError`` carrying the
 from __future__ import annotations
 
 import enum
+import logging
 import struct
 
 from .. import PROTOCOL_VERSION
-from ..commands import GetMany, Request, Result
-from ..store import (
-    CAS_OFFSET,
+from ..auth import MECHANISMS
+from ..commands import FlushRequest, GetMany, Request, Result, StatsRequest
+from ..record import CAS_OFFSET, FLAGS_OFFSET, MAX_KEY_LENGTH, MEMCACHED_ITEM_HEADER, VALUE_OFFSET
+from ..storage import (
     EXISTS,
-    MAX_KEY_LENGTH,
-    MEMCACHED_ITEM_HEADER,
     NO_MEMORY,
     NON_NUMERIC,
     NOT_FOUND,
     NOT_STORED,
     OK,
     TOO_LARGE,
-    VALUE_OFFSET,
 )
+from . import Answering, ProtocolError, write_run
+from .buffer import ReceiveBuffer
+
+log = logging.getLogger("mbserver.connection")
 
 REQUEST_MAGIC = 0x80
 RESPONSE_MAGIC = 0x81
@@ -112,14 +118,6 @@ ERROR_TEXT = {
     ResponseStatus.UNKNOWN_COMMAND: b"Unknown command",
     ResponseStatus.OUT_OF_MEMORY: b"Out of memory",
 }
-
-
-class ProtocolError(Exception):
-    """The stream cannot go on: send ``reply`` (if any), then close."""
-
-    def __init__(self, message: str, reply: bytes = b""):
-        super().__init__(message)
-        self.reply = reply
 
 
 # -- the per-opcode rules ---------------------------------------------------
@@ -206,7 +204,6 @@ _SASL_ENABLED_RULES = {
     Opcode.SASL_AUTH: _Rule("sasl_auth", (0,), _KEY, True),
     Opcode.SASL_STEP: _Rule("sasl_step", (0,), _KEY, True),
 }
-_STORAGE = frozenset(("set", "add", "replace", "append", "prepend"))
 
 
 def _fits(rule: _Rule, keylen: int, extlen: int, bodylen: int) -> bool:
@@ -223,85 +220,38 @@ def _fits(rule: _Rule, keylen: int, extlen: int, bodylen: int) -> bool:
 class BinaryParser:
     """Incremental request parser: ``feed(bytes)``, then ``next()`` until None."""
 
-    # A packet still incomplete past this size is collected as a list of
-    # chunks and joined once whole, so a large value costs one copy however
-    # many reads it arrives in; smaller leftovers are just concatenated.
-    _COLLECT_AT = 1 << 16
-
     def __init__(self, max_item_size: int = 1 << 20, sasl: bool = False):
         self.max_item_size = max_item_size
         self._sasl = sasl  # parse SASL opcodes as commands (authentication is on)
-        # Kept as bytes, not a bytearray: in the usual case a read holds whole
-        # packets, the buffer is that read itself, and keys and values are
-        # sliced from it with one copy each.
-        self._buf = b""
-        self._pos = 0
-        self._skip = 0  # body bytes still to discard (refused or unknown)
-        self._chunks: list[bytes] | None = None  # collecting one large packet
-        self._collected = 0
-        self._wanted = 0
-
-    def feed(self, data: bytes) -> None:
-        if data.__class__ is not bytes:
-            data = bytes(data)
-        if self._skip:
-            dropped = min(self._skip, len(data))
-            self._skip -= dropped
-            data = data[dropped:]
-        if self._chunks is not None:
-            self._chunks.append(data)
-            self._collected += len(data)
-            if self._collected >= self._wanted:
-                self._buf = b"".join(self._chunks)
-                self._pos = 0
-                self._chunks = None
-            return
-        if self._pos >= len(self._buf):
-            self._buf = data
-        else:
-            self._buf = self._buf[self._pos :] + data
-        self._pos = 0
+        self.buffer = ReceiveBuffer()
+        self.feed = self.buffer.feed
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet parsed."""
-        return len(self._buf) - self._pos + self._collected * (self._chunks is not None)
+        return self.buffer.buffered
 
-    def _incomplete(self, buf: bytes, pos: int, needed: int) -> None:
-        """The packet at pos needs ``needed`` bytes in all: collect it if large."""
-        if needed > self._COLLECT_AT:
-            self._chunks = [buf[pos:]]
-            self._collected = len(buf) - pos
-            self._wanted = needed
-            self._buf = b""
-            self._pos = 0
-
-    def next(self) -> Request | GetMany | None:
+    def next(self) -> Request | StatsRequest | FlushRequest | GetMany | None:
         """The next complete request, or None until more bytes are fed.
 
-        A run of GET-family packets comes back as one ``GetMany``.
+        A run of GET-family packets comes back as one ``GetMany``. The rules
+        for GET opcodes only validate, or wait for the rest of a GET: one
+        that passes them and is all here always joins a run, so no "get"
+        Request is ever made.
         """
-        buf = self._buf
-        pos = self._pos
-        if self._skip:
-            dropped = min(self._skip, len(buf) - pos)
-            self._skip -= dropped
-            pos = self._pos = pos + dropped
-            if self._skip:
-                return None
+        buffer = self.buffer
+        buf = buffer.data
+        pos = buffer.pos
         if len(buf) - pos < HEADER_SIZE:
             return None
         (magic, opcode, keylen, extlen, _dtype, _vbucket, bodylen, opaque, cas) = (
             HEADER.unpack_from(buf, pos)
         )
-        if (
-            opcode in _GET_OPCODES
-            and magic == REQUEST_MAGIC
-            and not extlen
-            and bodylen == keylen
-            and 0 < keylen <= MAX_KEY_LENGTH
-        ):
-            return self._get_run(buf, pos)
+        if opcode in _GET_OPCODES:
+            run = self._get_run(buf, pos)
+            if run is not None:
+                return run
+            # Malformed (rejected below), or not all here yet (waited for below).
         if magic != REQUEST_MAGIC:
             raise ProtocolError(f"bad magic byte 0x{magic:02x}")
         if keylen > MAX_KEY_LENGTH:
@@ -320,8 +270,8 @@ class BinaryParser:
             if sasl is not None and not _fits(sasl, keylen, extlen, bodylen):
                 raise self._invalid(opcode, opaque, keylen, extlen, bodylen)
             # Unknown (or SASL, which needs a SASL build): answer, skip its body.
-            self._pos = pos + HEADER_SIZE
-            self._skip = bodylen
+            buffer.pos = pos + HEADER_SIZE
+            buffer.skip(bodylen)
             return Request("unknown", opcode=opcode, opaque=opaque)
         if not _fits(rule, keylen, extlen, bodylen):
             raise self._invalid(opcode, opaque, keylen, extlen, bodylen)
@@ -332,19 +282,27 @@ class BinaryParser:
         )
         needed = HEADER_SIZE + (extlen + keylen if refused else bodylen)
         if len(buf) - pos < needed:
-            self._incomplete(buf, pos, needed)
+            buffer.collect(needed)
             return None
         key_start = start + extlen
         key = buf[key_start : key_start + keylen]
         end = start + bodylen
+        command = rule.command
+        if command == "stats":
+            buffer.pos = end
+            group, _, args = key.partition(b" ")
+            return StatsRequest(group, tuple(args.split()), opcode, opaque)
+        if command == "flush":
+            buffer.pos = end
+            delay = _UINT32.unpack_from(buf, start)[0] if extlen == 4 else 0
+            return FlushRequest(delay, rule.quiet, opcode, opaque)
         if refused:
-            self._pos = key_start + keylen
-            self._skip = value_len
+            buffer.pos = key_start + keylen
+            buffer.skip(value_len)
             value = b""
         else:
-            self._pos = end
+            buffer.pos = end
             value = buf[key_start + keylen : end] if value_len else b""
-        command = rule.command
         flags = exptime = delta = 0
         initial = None
         if extlen == 8:
@@ -405,7 +363,7 @@ class BinaryParser:
             pos = end
         if not keys:
             return None
-        self._pos = pos
+        self.buffer.pos = pos
         return _new(GetMany, (keys, (opcodes, opaques)))
 
     def lone_get(self, data: bytes) -> tuple[bytes, int] | None:
@@ -414,15 +372,17 @@ class BinaryParser:
 
         A read holding one GET is the commonest request of all; this lets
         it skip the buffering and run building of feed and next. The second
-        element is what ``get_reply`` needs besides the record.
+        element is what ``get_reply`` needs besides the record. Its checks
+        are ``_get_run``'s for opcode 0x00 alone.
         """
+        buffer = self.buffer
         if (
             len(data) > HEADER_SIZE
             and not data[1]
             and data[0] == REQUEST_MAGIC
-            and self._pos >= len(self._buf)
-            and self._chunks is None
-            and not self._skip
+            and buffer.pos >= len(buffer.data)
+            and buffer.chunks is None
+            and not buffer.skipping
             and data.__class__ is bytes
         ):
             keylen, extlen, bodylen, opaque = _LONE_GET_FIELDS.unpack_from(data)
@@ -454,15 +414,48 @@ def error_reply(opcode: int, opaque: int, status: ResponseStatus) -> bytes:
     return _header(opcode, 0, 0, status, len(text), opaque, 0) + text
 
 
-def _empty(opcode: int, opaque: int, cas: int = 0) -> bytes:
-    return _header(opcode, 0, 0, 0, 0, opaque, cas)
-
-
 _REPLY_PREFIX = struct.Struct(">BBHBBHII")  # a response header up to its CAS
 # Values up to this size are sliced out of their record (a copy is cheaper
 # than a memoryview for small ones); larger ones are sent without copying.
 _COPY_LIMIT = 1 << 14
 _GET, _GETQ, _GETK = int(Opcode.GET), int(Opcode.GETQ), int(Opcode.GETK)
+# A record's bytes from CAS_OFFSET on are the CAS, the 4-byte flags and the
+# value: exactly a GET reply's header tail, extras and value (see record),
+# so a hit costs one header prefix and one slice. The reply's body is the
+# flags and the value: the record from FLAGS_OFFSET on.
+
+
+def _frame_get(out: list, key: bytes, context: tuple[int, int], rec: bytes | None) -> int:
+    """Append the reply to one GET of a run; its size."""
+    opcode, opaque = context
+    if rec is None:
+        if opcode == _GET:
+            out.append(_header(opcode, 0, 0, 1, 9, opaque, 0) + b"Not found")
+            return HEADER_SIZE + 9
+        if opcode == _GETK:
+            out.append(_header(opcode, len(key), 0, 1, len(key), opaque, 0) + key)
+            return HEADER_SIZE + len(key)
+        return 0  # GETQ and GETKQ stay silent on a miss
+    body = len(rec) - FLAGS_OFFSET
+    if opcode == _GET or opcode == _GETQ:
+        if body < _COPY_LIMIT:
+            out.append(
+                _REPLY_PREFIX.pack(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, body, opaque)
+                + rec[CAS_OFFSET:]
+            )
+        else:
+            out.append(_REPLY_PREFIX.pack(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, body, opaque))
+            out.append(memoryview(rec)[CAS_OFFSET:])
+        return HEADER_SIZE + body
+    keylen = len(key)
+    body += keylen
+    out.append(
+        _REPLY_PREFIX.pack(RESPONSE_MAGIC, opcode, keylen, 4, 0, 0, body, opaque)
+        + rec[CAS_OFFSET:VALUE_OFFSET]
+        + key
+    )
+    out.append(rec[VALUE_OFFSET:] if body < _COPY_LIMIT else memoryview(rec)[VALUE_OFFSET:])
+    return HEADER_SIZE + body
 
 
 def write_gets(
@@ -470,88 +463,31 @@ def write_gets(
 ) -> tuple[int, int]:
     """Append the replies to a run of GETs, given each key's item record or None.
 
-    A record's bytes from CAS_OFFSET on are the CAS, the 4-byte flags and
-    the value: exactly a GET reply's header tail, extras and value, so a
-    hit costs one header prefix and one slice (see the layout in store).
     Writes from entry ``start`` on and stops once ``limit`` bytes are
-    written, so the caller can send before going on; returns the bytes
-    written and the index of the first entry not yet written.
+    written (see ``write_run``); returns the bytes written and the index of
+    the first entry not yet written.
     """
     opcodes, opaques = run.context
-    keys = run.keys
-    if start:
-        keys, opcodes, opaques, records = (
-            keys[start:], opcodes[start:], opaques[start:], records[start:]
-        )
-    append = out.append
-    prefix = _REPLY_PREFIX.pack
-    written = 0
-    index = start
-    for key, opcode, opaque, rec in zip(keys, opcodes, opaques, records):
-        index += 1
-        if rec is None:
-            if opcode == _GET:
-                append(_header(opcode, 0, 0, 1, 9, opaque, 0) + b"Not found")
-                written += HEADER_SIZE + 9
-            elif opcode == _GETK:
-                append(_header(opcode, len(key), 0, 1, len(key), opaque, 0) + key)
-                written += HEADER_SIZE + len(key)
-            continue  # GETQ and GETKQ stay silent on a miss
-        # body = flags (4) + [key] + value = len(rec) - CAS_OFFSET - 8 + [key]
-        body = len(rec) - CAS_OFFSET - 8
-        if opcode == _GET or opcode == _GETQ:
-            if body < _COPY_LIMIT:
-                append(prefix(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, body, opaque) + rec[CAS_OFFSET:])
-            else:
-                append(prefix(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, body, opaque))
-                append(memoryview(rec)[CAS_OFFSET:])
-        else:
-            keylen = len(key)
-            body += keylen
-            append(
-                prefix(RESPONSE_MAGIC, opcode, keylen, 4, 0, 0, body, opaque)
-                + rec[CAS_OFFSET:VALUE_OFFSET]
-                + key
-            )
-            append(rec[VALUE_OFFSET:] if body < _COPY_LIMIT else memoryview(rec)[VALUE_OFFSET:])
-        written += HEADER_SIZE + body
-        if written >= limit:
-            break
-    return written, index
+    return write_run(_frame_get, run.keys, zip(opcodes, opaques), records, out, start, limit)
 
 
 def get_reply(opaque: int, rec: bytes | None) -> bytes:
-    """The reply to a plain GET (opcode 0x00), given the item record or None."""
+    """The reply to a lone plain GET (opcode 0x00), given the item record or None.
+
+    ``_frame_get``'s GET case, returning the bytes instead of appending
+    them: the lone GET is sent without a reply list.
+    """
     if rec is None:
         return _header(_GET, 0, 0, 1, 9, opaque, 0) + b"Not found"
-    body = len(rec) - CAS_OFFSET - 8
+    body = len(rec) - FLAGS_OFFSET
     header = _REPLY_PREFIX.pack(RESPONSE_MAGIC, _GET, 0, 4, 0, 0, body, opaque)
     if body < _COPY_LIMIT:
         return header + rec[CAS_OFFSET:]
     return b"".join((header, memoryview(rec)[CAS_OFFSET:]))
 
 
-def write_sasl(request: Request, answer: bytes | None, out: list) -> int:
-    """Reply to a SASL command: ``answer`` is the mechanism list, or the
-    success text of an authentication; None means authentication failed."""
-    if answer is None:
-        reply = error_reply(request.opcode, request.opaque, ResponseStatus.AUTH_ERROR)
-    else:
-        reply = _header(request.opcode, 0, 0, 0, len(answer), request.opaque, 0) + answer
-    out.append(reply)
-    return len(reply)
-
-
-def auth_required_reply(request: Request | GetMany) -> bytes:
-    """The 0x20 reply to a command sent before authenticating (memcached then closes)."""
-    if request.__class__ is GetMany:
-        opcodes, opaques = request.context
-        return error_reply(opcodes[0], opaques[0], ResponseStatus.AUTH_ERROR)
-    return error_reply(request.opcode, request.opaque, ResponseStatus.AUTH_ERROR)
-
-
 # How a non-OK status of each command family reads on the wire.
-_STORE_STATUS = {
+_STATUS = {
     NOT_FOUND: ResponseStatus.KEY_NOT_FOUND,
     EXISTS: ResponseStatus.KEY_EXISTS,
     TOO_LARGE: ResponseStatus.VALUE_TOO_LARGE,
@@ -569,72 +505,205 @@ _NOT_STORED_STATUS = {
 }
 
 
+def _put(out: list, reply: bytes) -> int:
+    out.append(reply)
+    return len(reply)
+
+
+def _write_error(request, status: ResponseStatus, out: list) -> int:
+    return _put(out, error_reply(request.opcode, request.opaque, status))
+
+
+def _write_store(request: Request, result: Result, out: list) -> int:
+    status = result.status
+    if status is not OK:
+        if status is NOT_STORED:
+            return _write_error(request, _NOT_STORED_STATUS[request.command], out)
+        return _write_error(request, _STATUS[status], out)
+    if request.quiet:
+        return 0
+    out.append(HEADER.pack(RESPONSE_MAGIC, request.opcode, 0, 0, 0, 0, 0, request.opaque, result.cas))
+    return HEADER_SIZE
+
+
+def _write_gat(request: Request, result: Result, out: list) -> int:
+    item = result.item
+    opcode, opaque = request.opcode, request.opaque
+    if item is None:
+        if request.quiet:
+            return 0
+        if request.echo_key:
+            key = request.key
+            return _put(out, _header(opcode, len(key), 0, 1, len(key), opaque, 0) + key)
+        return _write_error(request, ResponseStatus.KEY_NOT_FOUND, out)
+    key = request.key if request.echo_key else b""
+    value = item.value
+    head = (
+        _header(opcode, len(key), 4, 0, 4 + len(key) + len(value), opaque, item.cas)
+        + _UINT32.pack(item.flags)
+        + key
+    )
+    out.append(head)
+    out.append(value)
+    return len(head) + len(value)
+
+
+def _write_counter(request: Request, result: Result, out: list) -> int:
+    if result.status is not OK:
+        return _write_error(request, _STATUS[result.status], out)
+    if request.quiet:
+        return 0
+    return _put(
+        out,
+        _header(request.opcode, 0, 0, 0, 8, request.opaque, result.cas)
+        + _COUNTER.pack(result.number),
+    )
+
+
+def _write_touch(request: Request, result: Result, out: list) -> int:
+    if result.status is not OK:
+        return _write_error(request, _STATUS[result.status], out)
+    return _put(
+        out,
+        _header(request.opcode, 0, 4, 0, 4, request.opaque, result.cas)
+        + _UINT32.pack(result.item.flags),
+    )
+
+
+def _write_empty(request, result: Result, out: list) -> int:
+    """An empty success reply, or an error (delete, flush, noop, quit)."""
+    if result.status is not OK:
+        return _write_error(request, _STATUS[result.status], out)
+    if request.quiet:
+        return 0
+    return _put(out, _header(request.opcode, 0, 0, 0, 0, request.opaque, 0))
+
+
+def _write_stats(request: StatsRequest, result: Result, out: list) -> int:
+    if result.status is not OK:
+        return _write_error(request, _STATUS[result.status], out)
+    opcode, opaque = request.opcode, request.opaque
+    parts = []
+    for name, value in result.stats:
+        name_b = name.encode()
+        value_b = value.encode()
+        parts.append(
+            _header(opcode, len(name_b), 0, 0, len(name_b) + len(value_b), opaque, 0)
+            + name_b
+            + value_b
+        )
+    parts.append(_header(opcode, 0, 0, 0, 0, opaque, 0))
+    return _put(out, b"".join(parts))
+
+
+_VERSION_TEXT = PROTOCOL_VERSION.encode()
+
+
+def _write_version(request: Request, result: Result, out: list) -> int:
+    text = _VERSION_TEXT
+    return _put(out, _header(request.opcode, 0, 0, 0, len(text), request.opaque, 0) + text)
+
+
+def _write_unknown(request: Request, result: Result, out: list) -> int:
+    return _write_error(request, ResponseStatus.UNKNOWN_COMMAND, out)
+
+
+_WRITERS = {
+    "gat": _write_gat,
+    "set": _write_store,
+    "add": _write_store,
+    "replace": _write_store,
+    "append": _write_store,
+    "prepend": _write_store,
+    "delete": _write_empty,
+    "incr": _write_counter,
+    "decr": _write_counter,
+    "touch": _write_touch,
+    "flush": _write_empty,
+    "noop": _write_empty,
+    "quit": _write_empty,
+    "stats": _write_stats,
+    "version": _write_version,
+    "unknown": _write_unknown,
+}
+
+
 def write_response(request: Request, result: Result, out: list) -> int:
     """Append the reply to ``request`` (nothing, for a silent quiet one) to out.
 
     Returns the number of bytes appended.
     """
-    before = len(out)
-    command = request.command
-    status = result.status
-    opcode = request.opcode
-    opaque = request.opaque
-    if command == "get" or command == "gat":
-        item = result.item
-        if item is None:
-            if request.quiet:
-                return 0
-            if request.echo_key:
-                key = request.key
-                out.append(_header(opcode, len(key), 0, 1, len(key), opaque, 0) + key)
-            else:
-                out.append(error_reply(opcode, opaque, ResponseStatus.KEY_NOT_FOUND))
-            return _size(out, before)
-        key = request.key if request.echo_key else b""
-        value = item.value
-        out.append(
-            _header(opcode, len(key), 4, 0, 4 + len(key) + len(value), opaque, item.cas)
-            + _UINT32.pack(item.flags)
-            + key
+    return _WRITERS[request.command](request, result, out)
+
+
+def write_sasl(request: Request, answer: bytes | None, out: list) -> int:
+    """Reply to a SASL command: ``answer`` is the mechanism list, or the
+    success text of an authentication; None means authentication failed."""
+    if answer is None:
+        return _write_error(request, ResponseStatus.AUTH_ERROR, out)
+    return _put(out, _header(request.opcode, 0, 0, 0, len(answer), request.opaque, 0) + answer)
+
+
+def auth_required_reply(request: Request | GetMany) -> bytes:
+    """The 0x20 reply to a command sent before authenticating (memcached then closes)."""
+    if request.__class__ is GetMany:
+        opcodes, opaques = request.context
+        return error_reply(opcodes[0], opaques[0], ResponseStatus.AUTH_ERROR)
+    return error_reply(request.opcode, request.opaque, ResponseStatus.AUTH_ERROR)
+
+
+# -- the protocol object ------------------------------------------------------
+
+
+class BinaryProtocol(Answering):
+    """The binary protocol for one connection: parse, answer, authenticate (SASL PLAIN)."""
+
+    name = "binary"
+    REQUEST_MAGIC = REQUEST_MAGIC
+    get_reply = staticmethod(get_reply)
+
+    WRITERS = _WRITERS
+
+    def __init__(self, commands, settings, auth, peer, send):
+        super().__init__(commands, auth, peer, send)
+        self.parser = BinaryParser(settings.max_item_size, sasl=auth is not None)
+        # Until a client has authenticated, every request goes the long way.
+        self.lone_get = self.parser.lone_get if auth is None else None
+        self._own.update(dict.fromkeys(SASL_COMMANDS, self._sasl))
+
+    def answer_gets(self, run: GetMany, out: list, pending: int) -> int:
+        if not self.authenticated:
+            return pending + self._before_auth(run, out)
+        records = self.commands.get_many(run.keys)
+        return self._write_run(write_gets, run, records, out, pending)
+
+    def _before_auth(self, request, out: list) -> int:
+        """Answer a request from a client that has not authenticated yet.
+
+        As memcached: SASL and VERSION are answered; anything else gets 0x20
+        and the connection closes.
+        """
+        if request.__class__ is not GetMany:
+            if request.command in SASL_COMMANDS:
+                return self._sasl(request, out)
+            if request.command == "version":
+                return write_response(request, self.commands.execute(request), out)
+        self.stats.auth_errors += 1
+        return self._closing_after(
+            auth_required_reply(request), out, "command before authentication"
         )
-        out.append(value)
-        return _size(out, before)
-    if status is not OK:
-        if status is NOT_STORED:
-            wire = _NOT_STORED_STATUS[command]
-        else:
-            wire = _STORE_STATUS[status]
-        out.append(error_reply(opcode, opaque, wire))
-        return _size(out, before)
-    if command == "stats":
-        for name, value in result.stats:
-            name_b = name.encode()
-            value_b = value.encode()
-            out.append(
-                _header(opcode, len(name_b), 0, 0, len(name_b) + len(value_b), opaque, 0)
-                + name_b
-                + value_b
-            )
-        out.append(_empty(opcode, opaque))
-        return _size(out, before)
-    if request.quiet:
-        return 0
-    if command in _STORAGE:
-        out.append(HEADER.pack(RESPONSE_MAGIC, opcode, 0, 0, 0, 0, 0, opaque, result.cas))
-        return HEADER_SIZE
-    if command == "incr" or command == "decr":
-        out.append(_header(opcode, 0, 0, 0, 8, opaque, result.cas) + _COUNTER.pack(result.number))
-    elif command == "touch":
-        out.append(_header(opcode, 0, 4, 0, 4, opaque, result.cas) + _UINT32.pack(result.item.flags))
-    elif command == "version":
-        text = PROTOCOL_VERSION.encode()
-        out.append(_header(opcode, 0, 0, 0, len(text), opaque, 0) + text)
-    elif command == "unknown":
-        out.append(error_reply(opcode, opaque, ResponseStatus.UNKNOWN_COMMAND))
-    else:  # delete, flush, noop, quit
-        out.append(_empty(opcode, opaque))
-    return _size(out, before)
 
-
-def _size(out: list, start: int) -> int:
-    return sum(map(len, out[start:]))
+    def _sasl(self, request: Request, out: list) -> int:
+        if request.command == "sasl_list":
+            return write_sasl(request, MECHANISMS, out)
+        self.stats.auth_cmds += 1
+        user = None
+        if request.command == "sasl_auth" and self.auth is not None:
+            user = self.auth.plain(request.key, request.value)
+        if user is None:
+            self.stats.auth_errors += 1
+            log.info("%s: authentication failed", self.peer)
+            return write_sasl(request, None, out)
+        self.authenticated = True
+        log.info("%s: authenticated as %s", self.peer, user)
+        return write_sasl(request, b"Authenticated", out)

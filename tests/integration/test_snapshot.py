@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from mbserver.snapshot import load_snapshot, write_snapshot
-from mbserver.store import record
+from mbserver.record import pack as record
 
 from .support import REPO_ROOT
 
@@ -36,7 +36,7 @@ WAIT = 30.0  # seconds any one step may take before the test fails
 WRITER = """
 import sys, time
 from mbserver.snapshot import write_snapshot
-from mbserver.store import record
+from mbserver.record import pack as record
 path, count, mode, cooperative = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
 value = b"v" * 1024
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mbserver import PROTOCOL_VERSION
-from mbserver.commands import GetMany, Request, Result
+from mbserver.commands import FlushRequest, GetMany, Request, Result, StatsRequest
 from mbserver.protocol.binary import (
     RULES,
     BinaryParser,
@@ -28,19 +28,19 @@ from mbserver.protocol.binary import (
     write_gets,
     write_response,
 )
+from mbserver.record import MEMCACHED_ITEM_HEADER, Item, pack
 from mbserver.store import (
     EXISTS,
-    MEMCACHED_ITEM_HEADER,
     NO_MEMORY,
     NON_NUMERIC,
     NOT_FOUND,
     NOT_STORED,
     OK,
     TOO_LARGE,
-    Item,
     Mode,
     Store,
 )
+from ..items import get_item
 
 KEY, NO_KEY, ANY_KEY = "key", "no key", "any key"
 
@@ -131,6 +131,10 @@ def sample(wire, opcode: int, *, opaque: int = OPAQUE, cas: int = 0):
     else:
         extras = b""
     packet = wire.request(opcode, key, extras, value, opaque=opaque, cas=cas)
+    if spec.command == "flush":
+        return packet, FlushRequest(exptime, spec.quiet, opcode, opaque)
+    if spec.command == "stats":
+        return packet, StatsRequest(key, (), opcode, opaque)
     expected = Request(
         spec.command,
         key,
@@ -255,8 +259,10 @@ class TestEveryOpcode:
     def test_header_cas_and_opaque_are_carried(self, wire, opcode):
         packet, expected = sample(wire, opcode, opaque=0xFFFFFFFF, cas=(1 << 64) - 1)
         request = parse_one(packet)
-        cas = 0 if SPECS[opcode].command == "get" else (1 << 64) - 1  # a GET's CAS means nothing
-        assert (request.opaque, request.cas, request.opcode) == (0xFFFFFFFF, cas, opcode)
+        assert (request.opaque, request.opcode) == (0xFFFFFFFF, opcode)
+        if SPECS[opcode].command not in ("stats", "flush"):  # their own types carry no CAS
+            cas = 0 if SPECS[opcode].command == "get" else (1 << 64) - 1  # a GET's CAS means nothing
+            assert request.cas == cas
         assert request == expected
 
 
@@ -295,13 +301,14 @@ class TestArithExtras:
 
 @pytest.mark.parametrize("opcode", [0x08, 0x18], ids=op_id)
 def test_flush_with_and_without_a_delay(wire, opcode):
-    assert parse_one(wire.request(opcode)).exptime == 0
-    assert parse_one(wire.request(opcode, extras=wire.expiry_extras(600))).exptime == 600
+    assert parse_one(wire.request(opcode)).delay == 0
+    assert parse_one(wire.request(opcode, extras=wire.expiry_extras(600))).delay == 600
 
 
 def test_stat_with_and_without_a_group(wire):
-    assert parse_one(wire.request(0x10)).key == b""
-    assert parse_one(wire.request(0x10, b"settings")).key == b"settings"
+    assert parse_one(wire.request(0x10)).group == b""
+    assert parse_one(wire.request(0x10, b"settings")).group == b"settings"
+    assert parse_one(wire.request(0x10, b"detail on")) == StatsRequest(b"detail", (b"on",), 0x10)
 
 
 @pytest.mark.parametrize("opcode", [op for op in OPCODES if SPECS[op].key is not NO_KEY], ids=op_id)
@@ -309,7 +316,7 @@ def test_a_key_of_250_bytes_is_accepted(wire, opcode):
     spec = SPECS[opcode]
     extras = b"\0" * spec.extras[-1]
     request = parse_one(wire.request(opcode, b"k" * 250, extras))
-    assert request.key == b"k" * 250
+    assert (request.group if spec.command == "stats" else request.key) == b"k" * 250
 
 
 def test_key_bytes_are_arbitrary(wire):
@@ -655,8 +662,15 @@ def test_no_value_opcodes_are_never_refused(wire):
 def respond(wire, request_packet: bytes, result: Result, max_item_size: int = 1 << 20):
     request = parse_one(request_packet, max_item_size)
     out: list = []
-    write_response(request, result, out)
-    assert all(isinstance(part, (bytes, bytearray)) for part in out)
+    if request.command == "get":
+        # A GET is always answered as (part of) a run: write_gets, from the record.
+        item = result.item
+        rec = None if item is None else pack(item.value, item.flags, 0, item.cas, 0)
+        run = GetMany([request.key], ([request.opcode], [request.opaque]))
+        write_gets(run, [rec], out)
+    else:
+        write_response(request, result, out)
+    assert all(isinstance(part, (bytes, bytearray, memoryview)) for part in out)
     replies = wire.responses(b"".join(out))
     for reply in replies:
         assert (reply.opcode, reply.opaque) == (request.opcode, request.opaque)
@@ -951,7 +965,13 @@ def valid_packet(draw):
         opaque,
         cas,
     )
-    return header + extras + key + value, request
+    packet = header + extras + key + value
+    if spec.command == "flush":
+        return packet, FlushRequest(exptime, spec.quiet, opcode, opaque)
+    if spec.command == "stats":
+        group, _, args = key.partition(b" ")
+        return packet, StatsRequest(group, tuple(args.split()), opcode, opaque)
+    return packet, request
 
 
 @st.composite
@@ -1002,7 +1022,7 @@ def test_any_bytes_yield_requests_or_a_protocol_error(parts, cuts, max_item_size
         i += 1
         try:
             while (request := parser.next()) is not None:
-                assert isinstance(request, Request)
+                assert isinstance(request, (Request, StatsRequest, FlushRequest))
                 assert request.command in {s.command for s in SPECS.values()} | {"unknown"}
         except ProtocolError as error:
             assert isinstance(error.reply, bytes)
@@ -1069,8 +1089,8 @@ class TestGetRuns:
         assert (reply.opcode, reply.status, reply.opaque) == (0x00, 0x04, 7)
 
     @pytest.mark.parametrize("size", [0, 5, 1 << 15])  # small values are sliced, large ones viewed
-    def test_write_gets_matches_write_response(self, wire, size):
-        """The fast path writes, byte for byte, what the general writer writes."""
+    def test_write_gets_writes_memcached_replies(self, wire, size):
+        """Byte for byte what memcached sends, built here independently of the codec."""
         store = Store()
         store.store(Mode.SET, b"hit", b"v" * size, flags=0xABCD)
         keys = [b"hit", b"miss"] * 4
@@ -1078,18 +1098,28 @@ class TestGetRuns:
         opaques = list(range(len(keys)))
         out: list = []
         write_gets(GetMany(keys, (opcodes, opaques)), store.get_many(keys), out)
-        expected: list = []
-        for key, opcode, opaque in zip(keys, opcodes, opaques):
-            spec = SPECS[opcode]
-            request = Request("get", key, opcode=opcode, opaque=opaque, quiet=spec.quiet,
-                              echo_key=spec.echo_key)
-            item = store.get(key)
-            result = Result(OK, item.cas, item) if item else Result(NOT_FOUND)
-            write_response(request, result, expected)
-        assert b"".join(out) == b"".join(expected)
+        expected = b"".join(
+            memcached_get_reply(opcode, opaque, key, get_item(store, key))
+            for key, opcode, opaque in zip(keys, opcodes, opaques)
+        )
+        assert b"".join(out) == expected
         replies = wire.responses(b"".join(out))
         assert [r.opaque for r in replies] == [0, 1, 2, 4, 5, 6]  # quiet misses are silent
         assert all(r.flags == 0xABCD for r in replies if r.status == 0)
+
+
+def memcached_get_reply(opcode: int, opaque: int, key: bytes, item: Item | None) -> bytes:
+    """memcached 1.6's reply to one GET-family request, from PROTOCOL.md."""
+    spec = SPECS[opcode]
+    echo = key if spec.echo_key else b""
+    if item is None:
+        if spec.quiet:
+            return b""
+        body = echo or b"Not found"
+        return struct.pack(">BBHBBHIIQ", 0x81, opcode, len(echo), 0, 0, 1, len(body), opaque, 0) + body
+    body = 4 + len(echo) + len(item.value)
+    header = struct.pack(">BBHBBHIIQ", 0x81, opcode, len(echo), 4, 0, 0, body, opaque, item.cas)
+    return header + struct.pack(">I", item.flags) + echo + item.value
 
 
 class TestLoneGet:
@@ -1134,12 +1164,14 @@ class TestLoneGet:
         assert parser.lone_get(wire.request(0x00, b"k")) is None
 
     @pytest.mark.parametrize("size", [0, 5, 1 << 15])  # small values are sliced, large ones viewed
-    def test_get_reply_matches_write_response(self, size):
+    def test_get_reply_matches_write_gets(self, size):
         store = Store()
         store.store(Mode.SET, b"hit", b"v" * size, flags=0xABCD)
         for key in (b"hit", b"miss"):
             expected: list = []
-            item = store.get(key)
-            result = Result(OK, item.cas, item) if item else Result(NOT_FOUND)
-            write_response(Request("get", key, opcode=0x00, opaque=OPAQUE), result, expected)
-            assert get_reply(OPAQUE, store.get_record(key)) == b"".join(expected)
+            records = [store.get_record(key)]
+            write_gets(GetMany([key], ([0x00], [OPAQUE])), records, expected)
+            assert get_reply(OPAQUE, records[0]) == b"".join(expected)
+            assert get_reply(OPAQUE, records[0]) == memcached_get_reply(
+                0x00, OPAQUE, key, get_item(store, key)
+            )

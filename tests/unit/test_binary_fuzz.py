@@ -27,9 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mbserver.commands import GetMany, Request
+from mbserver.commands import FlushRequest, GetMany, Request, StatsRequest
 from mbserver.protocol.binary import RULES, BinaryParser, ProtocolError
-from mbserver.store import MAX_KEY_LENGTH, MEMCACHED_ITEM_HEADER
+from mbserver.record import MAX_KEY_LENGTH, MEMCACHED_ITEM_HEADER
 
 from .. import packets as P
 
@@ -75,6 +75,12 @@ def check_request(request, max_item_size: int) -> None:
         assert request.keys and len(request.keys) == len(opcodes) == len(opaques)
         assert all(isinstance(k, bytes) and 0 < len(k) <= MAX_KEY_LENGTH for k in request.keys)
         assert set(opcodes) <= GET_OPCODES
+        return
+    if request.__class__ in (StatsRequest, FlushRequest):
+        assert request.command in KNOWN_COMMANDS
+        assert 0 <= request.opcode <= 0xFF and 0 <= request.opaque <= 0xFFFFFFFF
+        if request.__class__ is StatsRequest:
+            assert len(request.group) + sum(len(a) + 1 for a in request.args) <= MAX_KEY_LENGTH
         return
     assert request.__class__ is Request, f"unexpected {type(request).__name__}: {request!r}"
     assert request.command in KNOWN_COMMANDS

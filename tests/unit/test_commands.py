@@ -10,13 +10,13 @@ import os
 
 import pytest
 
-from mbserver.commands import Commands, Request
+from mbserver.commands import Commands, FlushRequest, Request, Result, StatsRequest
 from mbserver.config import Settings
 from mbserver.rwlock import RWLock
 from mbserver.stats import COUNTERS, ConnectionInfo, Stats
+from mbserver.record import MEMCACHED_ITEM_HEADER, unpack
 from mbserver.store import (
     EXISTS,
-    MEMCACHED_ITEM_HEADER,
     NO_MEMORY,
     NON_NUMERIC,
     NOT_FOUND,
@@ -60,6 +60,26 @@ GENERAL_KEYS = (
 )
 
 
+def make_request(command: str, key: bytes = b"", **fields):
+    """The request a codec makes for ``command``: stats and flush have their own types."""
+    if command == "stats":
+        return StatsRequest(key)
+    if command == "flush":
+        return FlushRequest(fields.get("exptime", 0))
+    return Request(command, key, **fields)
+
+
+def execute(commands: Commands, request):
+    """``Commands.execute``, and "get" as both codecs deliver it: ``get_record``."""
+    if request.command == "get":
+        record = commands.get_record(request.key)
+        if record is None:
+            return Result(NOT_FOUND)
+        item = unpack(record)
+        return Result(OK, item.cas, item)
+    return commands.execute(request)
+
+
 class Harness:
     def __init__(self, clock, store: Store | None = None, settings: Settings | None = None):
         self.clock = clock
@@ -72,7 +92,7 @@ class Harness:
         self.commands = Commands(self.store, self.lock, self.stats, self.settings)
 
     def run(self, command: str, key: bytes = b"", **fields):
-        result = self.commands.execute(Request(command, key, **fields))
+        result = execute(self.commands, make_request(command, key, **fields))
         assert not self.lock.locked, f"{command} returned with the lock held"
         return result
 
@@ -526,23 +546,25 @@ REQUESTS = [
     Request("delete", b"k"),
     Request("incr", b"k", delta=1, initial=0),
     Request("decr", b"k", delta=1, initial=None),
-    Request("flush"),
-    Request("flush", exptime=10),
-    Request("stats"),
-    Request("stats", b"settings"),
-    Request("stats", b"items"),
-    Request("stats", b"slabs"),
-    Request("stats", b"sizes"),
-    Request("stats", b"conns"),
-    Request("stats", b"reset"),
-    Request("stats", b"bogus"),
+    FlushRequest(),
+    FlushRequest(10),
+    StatsRequest(),
+    StatsRequest(b"settings"),
+    StatsRequest(b"items"),
+    StatsRequest(b"slabs"),
+    StatsRequest(b"sizes"),
+    StatsRequest(b"conns"),
+    StatsRequest(b"reset"),
+    StatsRequest(b"bogus"),
     Request("noop"),
     Request("version"),
     Request("quit"),
     Request("unknown", opcode=0x50),
 ]
 REQUEST_IDS = [
-    f"{r.command}-{r.key.decode() or '-'}{'-refused' if r.refused else ''}" for r in REQUESTS
+    f"{r.command}-{getattr(r, 'key', getattr(r, 'group', b'')).decode() or '-'}"
+    f"{'-refused' if getattr(r, 'refused', False) else ''}{'-' + str(r.delay) if r.command == 'flush' else ''}"
+    for r in REQUESTS
 ]
 
 
@@ -550,7 +572,7 @@ class TestLocking:
     @pytest.mark.parametrize("request_", REQUESTS, ids=REQUEST_IDS)
     def test_released_after_every_command(self, h, request_):
         h.run("set", b"k", value=b"1")
-        h.commands.execute(request_)
+        execute(h.commands, request_)
         assert not h.lock.locked
         assert h.lock.readers == 0 and not h.lock.writer
 
@@ -558,7 +580,7 @@ class TestLocking:
     def test_released_when_the_store_raises(self, clock, request_):
         h = Harness(clock, store=ExplodingStore(clock=clock))
         try:
-            h.commands.execute(request_)
+            execute(h.commands, request_)
         except RuntimeError as error:
             assert str(error) == "store failure"
         assert not h.lock.locked
@@ -579,14 +601,14 @@ class TestLocking:
             (Request("delete", b"k"), ("delete", "write")),
             (Request("incr", b"k", delta=1, initial=0), ("arith", "write")),
             (Request("incr", b"k", delta=1, initial=None), ("arith", "write")),
-            (Request("flush"), ("flush", "write")),
-            (Request("stats", b"items"), ("oldest_age", "read")),
-            (Request("stats", b"sizes"), ("items", "read")),
-            (Request("stats", b"reset"), ("reset_counters", "write")),
+            (FlushRequest(), ("flush", "write")),
+            (StatsRequest(b"items"), ("oldest_age", "read")),
+            (StatsRequest(b"sizes"), ("items", "read")),
+            (StatsRequest(b"reset"), ("reset_counters", "write")),
         ]
         for request, call in expectations:
             store.calls.clear()
-            h.commands.execute(request)
+            execute(h.commands, request)
             # One store call or several, each under the hold its kind needs.
             assert store.calls and set(store.calls) == {call}, request
             assert not h.lock.locked

@@ -24,6 +24,7 @@ from mbserver.connection import RECV_SIZE, SEND_THRESHOLD, Connection
 from mbserver.rwlock import RWLock
 from mbserver.stats import Stats
 from mbserver.store import Mode, Store
+from ..items import get_item
 
 HANG_GUARD = 10  # seconds; only reached if the code under test hangs
 
@@ -524,6 +525,6 @@ class TestSocketpair:
         with gevent.Timeout(HANG_GUARD):
             gevent.joinall([gevent.spawn(client, n) for n in range(clients)], raise_error=True)
         assert server.violations == []
-        assert int(server.store.get(b"counter").value) == clients * rounds
+        assert int(get_item(server.store, b"counter").value) == clients * rounds
         assert server.stats.cmd_get == clients * rounds
         assert not server.lock.locked

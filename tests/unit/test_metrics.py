@@ -23,6 +23,7 @@ from mbserver.metrics import (
 )
 from mbserver.stats import COUNTERS, Stats
 from mbserver.store import ITEM_OVERHEAD, Mode, Store
+from ..items import get_item
 
 
 def scrape(registry) -> dict[tuple[str, tuple], float]:
@@ -87,7 +88,7 @@ def test_store_figures(stats, store, settings, clock):
     store.store(Mode.SET, b"a", b"z" * 10)  # replaces: still two items
     store.evictions = 7
     clock.advance(11)
-    assert store.get(b"b") is None  # expired: reclaimed on read
+    assert get_item(store, b"b") is None  # expired: reclaimed on read
     samples = scrape(build_registry(stats, store, settings))
     assert samples[("mbserver_current_items", ())] == 1
     assert samples[("mbserver_current_bytes", ())] == ITEM_OVERHEAD + 1 + 10

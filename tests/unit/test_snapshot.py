@@ -31,15 +31,14 @@ from mbserver.snapshot import (
     load_snapshot,
     write_snapshot,
 )
+from mbserver.record import MEMCACHED_ITEM_HEADER, pack as record
 from mbserver.store import (
     EXISTS,
     ITEM_OVERHEAD,
-    MEMCACHED_ITEM_HEADER,
     Mode,
     Store,
-    item_size,
-    record,
 )
+from ..items import get_item, item_size
 
 SET = Mode.SET
 # Bounds waits for the I/O thread so a broken writer fails instead of hanging.
@@ -142,13 +141,13 @@ class TestExpiry:
         save(store, path)
         clock.advance(60)  # down for a minute
         restored = load_into(path, clock)
-        assert restored.get(b"short").exptime == t0 + 100
+        assert get_item(restored, b"short").exptime == t0 + 100
         clock.advance(39)
         assert b"short" in restored
         clock.advance(1)
         assert b"short" not in restored
-        assert restored.get(b"long").exptime == t0 + 10_000
-        assert restored.get(b"forever").exptime == 0
+        assert get_item(restored, b"long").exptime == t0 + 10_000
+        assert get_item(restored, b"forever").exptime == 0
 
     def test_items_that_expired_while_down_are_dropped_on_load(self, store, clock, path):
         store.store(SET, b"short", b"v", ttl=100)
@@ -193,7 +192,7 @@ class TestStoreRestore:
         for key in (b"a", b"b", b"c", b"d"):
             store.store(SET, key, b"v")
         clock.advance(120)
-        store.get(b"b")  # bumped to the young end
+        get_item(store, b"b")  # bumped to the young end
         store.touch(b"a", 0)
         save(store, path)
         restored = load_into(path, clock)
@@ -217,7 +216,7 @@ class TestStoreRestore:
         fresh.restore(load_snapshot(path, clock()).pairs)
         assert fresh.store(SET, b"new", b"v")[1] == top + 1
         # A client holding a pre-restart CAS cannot overwrite a newer item.
-        old_cas = fresh.get(b"key:5").cas
+        old_cas = get_item(fresh, b"key:5").cas
         fresh.store(SET, b"key:5", b"newer")
         assert fresh.store(SET, b"key:5", b"stale write", cas=old_cas)[0] is EXISTS
 
@@ -243,7 +242,7 @@ class TestStoreRestore:
         store.store(SET, b"k", b"old" * 100)
         rec = record(b"new", 1, 0, 77, int(clock()))
         store.restore([(b"k", rec)])
-        assert store.get(b"k").value == b"new"
+        assert get_item(store, b"k").value == b"new"
         assert store.bytes == item_size(b"k", b"new")
 
     def test_load_trims_the_oldest_past_keep_bytes(self, store, clock, path):

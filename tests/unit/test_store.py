@@ -12,10 +12,10 @@ import tracemalloc
 
 import pytest
 
+from mbserver.record import MEMCACHED_ITEM_HEADER
 from mbserver.store import (
     EXISTS,
     LRU_BUMP_INTERVAL,
-    MEMCACHED_ITEM_HEADER,
     NO_MEMORY,
     NON_NUMERIC,
     NOT_FOUND,
@@ -25,9 +25,9 @@ from mbserver.store import (
     TOO_LARGE,
     Mode,
     Store,
-    item_size,
     parse_counter,
 )
+from ..items import get_item, item_size
 
 SET, ADD, REPLACE, APPEND, PREPEND = Mode.SET, Mode.ADD, Mode.REPLACE, Mode.APPEND, Mode.PREPEND
 WHOLE_VALUE_MODES = (SET, ADD, REPLACE)
@@ -46,7 +46,7 @@ def t0(clock) -> float:
 
 
 def value_of(store: Store, key: bytes) -> bytes | None:
-    item = store.get(key)
+    item = get_item(store, key)
     return None if item is None else item.value
 
 
@@ -64,7 +64,7 @@ class TestModes:
         assert status is OK and cas1 > 0
         status, cas2 = store.store(SET, b"k", b"two", flags=4)
         assert status is OK and cas2 > cas1
-        item = store.get(b"k")
+        item = get_item(store, b"k")
         assert (item.value, item.flags, item.cas) == (b"two", 4, cas2)
         assert len(store) == 1
 
@@ -85,7 +85,7 @@ class TestModes:
         store.store(SET, b"k", b"old", flags=1)
         status, cas = store.store(REPLACE, b"k", b"new", flags=2)
         assert status is OK and cas
-        item = store.get(b"k")
+        item = get_item(store, b"k")
         assert (item.value, item.flags) == (b"new", 2)
 
     def test_replace_treats_an_expired_item_as_missing(self, store, clock):
@@ -106,7 +106,7 @@ class TestModes:
         clock.advance(10)
         # The flags and ttl a client sends with append/prepend are ignored.
         assert store.store(mode, b"k", b"w", flags=7, ttl=0)[0] is OK
-        item = store.get(b"k")
+        item = get_item(store, b"k")
         assert item.flags == 0xDEAD
         assert item.exptime == t0 + 100
         clock.advance(89.9)
@@ -143,7 +143,7 @@ class TestCompareAndSwap:
     def test_cas_mismatch_is_exists_and_keeps_the_item(self, store, mode):
         _, cas = store.store(SET, b"k", b"v", flags=1)
         assert store.store(mode, b"k", b"w", flags=2, cas=cas + 1) == (EXISTS, 0)
-        item = store.get(b"k")
+        item = get_item(store, b"k")
         assert (item.value, item.flags, item.cas) == (b"v", 1, cas)
 
     @pytest.mark.parametrize("mode", WHOLE_VALUE_MODES)
@@ -152,7 +152,7 @@ class TestCompareAndSwap:
         _, cas = store.store(SET, b"k", b"v", flags=1)
         status, new_cas = store.store(mode, b"k", b"w", flags=2, ttl=50, cas=cas)
         assert status is OK and new_cas > cas
-        item = store.get(b"k")
+        item = get_item(store, b"k")
         assert (item.value, item.flags, item.cas, item.exptime) == (b"w", 2, new_cas, t0 + 50)
 
     def test_a_swapped_cas_is_stale(self, store):
@@ -193,22 +193,22 @@ class TestCasUniqueness:
 
     def test_the_returned_cas_is_the_item_cas(self, store):
         _, cas = store.store(SET, b"k", b"v")
-        assert store.get(b"k").cas == cas
+        assert get_item(store, b"k").cas == cas
         _, _, cas = store.arith(b"n", True, 1, initial=5)
-        assert store.get(b"n").cas == cas
+        assert get_item(store, b"n").cas == cas
 
     def test_failed_mutations_return_zero_and_keep_the_cas(self, store):
         _, cas = store.store(SET, b"k", b"abc")
         assert store.store(ADD, b"k", b"x")[1] == 0
         assert store.store(SET, b"k", b"x", cas=cas + 5)[1] == 0
         assert store.arith(b"k", True, 1) == (NON_NUMERIC, 0, 0)
-        assert store.get(b"k").cas == cas
+        assert get_item(store, b"k").cas == cas
 
     def test_touch_keeps_the_cas(self, store):
         # memcached's touch reply carries the item's unchanged CAS.
         _, cas = store.store(SET, b"k", b"v")
         assert store.touch(b"k", 100).cas == cas
-        assert store.get(b"k").cas == cas
+        assert get_item(store, b"k").cas == cas
 
     def test_cas_is_unique_across_keys(self, store):
         cases = {store.store(SET, b"k%d" % i, b"v")[1] for i in range(100)}
@@ -234,7 +234,7 @@ class TestExpiry:
 
     def test_thirty_days_is_still_relative(self, store, clock, t0):
         store.store(SET, b"k", b"v", ttl=RELATIVE_EXPIRY_LIMIT)
-        assert store.get(b"k").exptime == t0 + RELATIVE_EXPIRY_LIMIT
+        assert get_item(store, b"k").exptime == t0 + RELATIVE_EXPIRY_LIMIT
         clock.advance(RELATIVE_EXPIRY_LIMIT - 1)
         assert b"k" in store
         clock.advance(1)
@@ -245,7 +245,7 @@ class TestExpiry:
         store.store(SET, b"past", b"v", ttl=RELATIVE_EXPIRY_LIMIT + 1)
         assert b"past" not in store
         store.store(SET, b"future", b"v", ttl=int(t0) + 500)
-        assert store.get(b"future").exptime == t0 + 500
+        assert get_item(store, b"future").exptime == t0 + 500
         clock.advance(499)
         assert b"future" in store
         clock.advance(1)
@@ -253,17 +253,17 @@ class TestExpiry:
 
     def test_absolute_time_in_the_past_is_expired_at_once(self, store, t0):
         store.store(SET, b"k", b"v", ttl=int(t0) - 1)
-        assert store.get(b"k") is None
+        assert get_item(store, b"k") is None
 
     def test_absolute_time_equal_to_now_is_expired(self, store, t0):
         store.store(SET, b"k", b"v", ttl=int(t0))
-        assert store.get(b"k") is None
+        assert get_item(store, b"k") is None
 
     @pytest.mark.parametrize("ttl", [-1, -1000, -(2**31)])
     def test_negative_is_expired_at_once(self, store, ttl):
         status, _ = store.store(SET, b"k", b"v", ttl=ttl)
         assert status is OK
-        assert store.get(b"k") is None
+        assert get_item(store, b"k") is None
 
     def test_expired_items_are_reclaimed_lazily(self, store, clock):
         for key in (b"a", b"b", b"c"):
@@ -274,7 +274,7 @@ class TestExpiry:
         # Nothing has looked at them yet: still linked and accounted.
         assert len(store) == 4 and store.bytes == full and store.reclaimed == 0
         assert lru_keys(store) == [b"d"]  # the snapshot skips the dead
-        assert store.get(b"a") is None
+        assert get_item(store, b"a") is None
         assert (len(store), store.reclaimed) == (3, 1)
         assert b"b" not in store
         assert (len(store), store.reclaimed) == (2, 2)
@@ -286,7 +286,7 @@ class TestExpiry:
         for key in (b"get", b"touch", b"del", b"incr", b"decr", b"set"):
             store.store(SET, key, b"5", ttl=1)
         clock.advance(1)
-        assert store.get(b"get") is None
+        assert get_item(store, b"get") is None
         assert store.touch(b"touch", 100) is None
         assert store.delete(b"del") is NOT_FOUND
         assert store.arith(b"incr", True, 1)[0] is NOT_FOUND
@@ -352,7 +352,7 @@ class TestArith:
         status, number, cas = store.arith(b"n", incr, 5, initial=10, ttl=100)
         # The initial value is stored as is: the delta is not applied.
         assert (status, number) == (OK, 10) and cas
-        item = store.get(b"n")
+        item = get_item(store, b"n")
         assert (item.value, item.flags, item.cas, item.exptime) == (b"10", 0, cas, t0 + 100)
         assert store.total_items == 1
 
@@ -368,9 +368,9 @@ class TestArith:
     def test_incr_and_decr(self, store):
         store.store(SET, b"n", b"10", flags=5)
         assert store.arith(b"n", True, 32)[:2] == (OK, 42)
-        assert store.get(b"n").value == b"42"
+        assert get_item(store, b"n").value == b"42"
         assert store.arith(b"n", False, 2)[:2] == (OK, 40)
-        item = store.get(b"n")
+        item = get_item(store, b"n")
         assert (item.value, item.flags) == (b"40", 5)
 
     def test_arith_keeps_the_expiry(self, store, clock):
@@ -391,35 +391,35 @@ class TestArith:
     def test_incr_wraps_at_2_to_the_64(self, store, start, delta, expected):
         store.store(SET, b"n", str(start).encode())
         assert store.arith(b"n", True, delta)[:2] == (OK, expected)
-        assert parse_counter(store.get(b"n").value) == expected
+        assert parse_counter(get_item(store, b"n").value) == expected
 
     def test_wrapped_result_is_padded_to_the_old_length(self, store):
         store.store(SET, b"n", str(UINT64_MAX).encode())
         store.arith(b"n", True, 1)
-        assert store.get(b"n").value == b"0" + b" " * 19
+        assert get_item(store, b"n").value == b"0" + b" " * 19
 
     @pytest.mark.parametrize("start, delta", [(5, 10), (5, 5), (0, 1), (7, UINT64_MAX)])
     def test_decr_stops_at_zero(self, store, start, delta):
         store.store(SET, b"n", str(start).encode())
         assert store.arith(b"n", False, delta)[:2] == (OK, 0)
-        assert parse_counter(store.get(b"n").value) == 0
+        assert parse_counter(get_item(store, b"n").value) == 0
 
     def test_a_shorter_result_is_padded_with_spaces(self, store):
         # memcached rewrites the number in place: decr of "100" by 1 stores "99 ".
         store.store(SET, b"n", b"100")
         assert store.arith(b"n", False, 1)[:2] == (OK, 99)
-        assert store.get(b"n").value == b"99 "
+        assert get_item(store, b"n").value == b"99 "
         assert store.arith(b"n", False, 90)[:2] == (OK, 9)
-        assert store.get(b"n").value == b"9  "
+        assert get_item(store, b"n").value == b"9  "
         # ...and a padded value is still a number.
         assert store.arith(b"n", True, 991)[:2] == (OK, 1000)
-        assert store.get(b"n").value == b"1000"
+        assert get_item(store, b"n").value == b"1000"
 
     def test_a_longer_result_grows_the_value_and_the_accounting(self, store):
         store.store(SET, b"n", b"99")
         before = store.bytes
         store.arith(b"n", True, 1)
-        assert store.get(b"n").value == b"100"
+        assert get_item(store, b"n").value == b"100"
         assert store.bytes == before + 1 == item_size(b"n", b"100")
 
     @pytest.mark.parametrize(
@@ -441,7 +441,7 @@ class TestArith:
     def test_non_numeric_values(self, store, value, incr):
         _, cas = store.store(SET, b"n", value)
         assert store.arith(b"n", incr, 1) == (NON_NUMERIC, 0, 0)
-        item = store.get(b"n")
+        item = get_item(store, b"n")
         assert (item.value, item.cas) == (value, cas)
 
     @pytest.mark.parametrize(
@@ -460,7 +460,7 @@ class TestArith:
     def test_white_space_is_accepted_as_strtoull_does(self, store, value, padded):
         store.store(SET, b"n", value)
         assert store.arith(b"n", True, 1)[:2] == (OK, 8)
-        assert store.get(b"n").value == padded
+        assert get_item(store, b"n").value == padded
 
     def test_the_largest_counter_is_numeric(self, store):
         store.store(SET, b"n", str(UINT64_MAX).encode())
@@ -469,7 +469,7 @@ class TestArith:
     def test_arith_with_cas(self, store):
         _, cas = store.store(SET, b"n", b"1")
         assert store.arith(b"n", True, 1, cas=cas + 1) == (EXISTS, 0, 0)
-        assert store.get(b"n").value == b"1"
+        assert get_item(store, b"n").value == b"1"
         status, number, new_cas = store.arith(b"n", True, 1, cas=cas)
         assert (status, number) == (OK, 2) and new_cas > cas
 
@@ -515,10 +515,10 @@ class TestFlush:
         store.store(SET, b"k", b"v")
         store.flush(300)
         clock.advance(LRU_BUMP_INTERVAL)
-        assert store.get(b"k") is not None  # bumped: last used at t0 + 60
+        assert get_item(store, b"k") is not None  # bumped: last used at t0 + 60
         store.touch(b"k", 0)
         clock.advance(300 - LRU_BUMP_INTERVAL)
-        assert store.get(b"k") is None
+        assert get_item(store, b"k") is None
 
     def test_flush_at_an_absolute_time_in_the_past_is_immediate(self, store, t0):
         store.store(SET, b"k", b"v")
@@ -585,7 +585,7 @@ class TestEviction:
     def test_a_read_within_the_bump_interval_does_not_protect(self, store, clock):
         order = fill(store, self.CAPACITY)
         clock.advance(LRU_BUMP_INTERVAL - 1)
-        assert store.get(key(0)) is not None
+        assert get_item(store, key(0)) is not None
         order += fill(store, 1, start=self.CAPACITY)
         assert key(0) not in store
         assert_evicted_oldest_first(store, order)
@@ -593,7 +593,7 @@ class TestEviction:
     def test_a_read_after_the_bump_interval_protects(self, store, clock):
         order = fill(store, self.CAPACITY)
         clock.advance(LRU_BUMP_INTERVAL)
-        assert store.get(key(0)) is not None
+        assert get_item(store, key(0)) is not None
         order.append(order.pop(0))  # k000 is now the most recently used
         order += fill(store, 3, start=self.CAPACITY)
         assert key(0) in store and key(1) not in store
@@ -660,7 +660,7 @@ class TestSizeLimits:
         store = Store(max_item_size=1024, clock=clock)
         _, cas = store.store(SET, b"k", b"x" * 900)
         status, new_cas = store.store(mode, b"k", b"y" * 200)
-        item = store.get(b"k")
+        item = get_item(store, b"k")
         assert (item.value, item.cas) == (b"x" * 900, cas)
         # memcached 1.6.18 answers an append that outgrows the item size
         # limit with 0x05 "Not stored." (the allocation of the joined item
@@ -714,7 +714,7 @@ class TestAccounting:
         assert store.bytes == sum(item_size(b"k%d" % i, b"v" * i) for i in range(100))
         clock.advance(10)
         for i in range(1, 100, 2):
-            assert store.get(b"k%d" % i) is None
+            assert get_item(store, b"k%d" % i) is None
         assert store.bytes == sum(item_size(b"k%d" % i, b"v" * i) for i in range(0, 100, 2))
         store.flush()
         assert store.bytes == 0

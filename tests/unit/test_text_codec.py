@@ -16,24 +16,24 @@ from hypothesis import strategies as st
 from mbserver import PROTOCOL_VERSION
 from mbserver.commands import (
     NO_CAS_MATCH,
+    FlushRequest,
     GetMany,
     MetaRequest,
     MetaResult,
     Request,
     Result,
+    StatsRequest,
 )
+from mbserver.protocol.ascii import Reply, b64decode, strtol32, strtoul32, strtoull
 from mbserver.protocol.text import (
     ProtocolError,
     TextGets,
     TextParser,
-    b64decode,
     get_reply,
-    strtol32,
-    strtoul32,
-    strtoull,
     write_text,
     write_text_gets,
 )
+from mbserver.record import Item, pack as record
 from mbserver.store import (
     EXISTS,
     NO_MEMORY,
@@ -42,16 +42,14 @@ from mbserver.store import (
     NOT_STORED,
     OK,
     TOO_LARGE,
-    Item,
-    record,
 )
 
-MN = Request("unknown", value=b"MN\r\n")
+MN = Reply(b"MN\r\n")
 
 
-def reply(line: bytes) -> Request:
+def reply(line: bytes) -> Reply:
     """What the parser returns for a reply it makes itself."""
-    return Request("unknown", value=line + b"\r\n")
+    return Reply(line + b"\r\n")
 
 
 ERROR = reply(b"ERROR")
@@ -139,14 +137,14 @@ PARSED = [
     (b"incr a 1 foo\r\n", [Request("incr", b"a", delta=1)]),
     (b"touch a 10\r\n", [Request("touch", b"a", exptime=10)]),
     (b"touch a 10 noreply\r\n", [Request("touch", b"a", exptime=10, quiet=True)]),
-    (b"flush_all\r\n", [Request("flush")]),
-    (b"flush_all 30\r\n", [Request("flush", exptime=30)]),
-    (b"flush_all noreply\r\n", [Request("flush", quiet=True)]),
-    (b"flush_all 30 noreply\r\n", [Request("flush", exptime=30, quiet=True)]),
-    (b"flush_all 30 x\r\n", [Request("flush", exptime=30)]),
-    (b"stats\r\n", [Request("stats")]),
-    (b"stats items\r\n", [Request("stats", b"items")]),
-    (b"stats reset x\r\n", [Request("stats", b"reset")]),
+    (b"flush_all\r\n", [FlushRequest()]),
+    (b"flush_all 30\r\n", [FlushRequest(30)]),
+    (b"flush_all noreply\r\n", [FlushRequest(quiet=True)]),
+    (b"flush_all 30 noreply\r\n", [FlushRequest(30, quiet=True)]),
+    (b"flush_all 30 x\r\n", [FlushRequest(30)]),
+    (b"stats\r\n", [StatsRequest()]),
+    (b"stats items\r\n", [StatsRequest(b"items")]),
+    (b"stats reset x\r\n", [StatsRequest(b"reset", (b"x",))]),
     (b"version\r\n", [Request("version")]),
     (b"version x y\r\n", [Request("version")]),
     (b"quit\r\n", [Request("quit")]),
@@ -758,10 +756,10 @@ def test_counter_and_stats_replies():
         b"18446744073709551615\r\n"
     )
     stats = Result(OK, stats=[("pid", "1"), ("version", "1.6.18")])
-    assert written(write_text, Request("stats"), stats) == (
+    assert written(write_text, StatsRequest(), stats) == (
         b"STAT pid 1\r\nSTAT version 1.6.18\r\nEND\r\n"
     )
-    assert written(write_text, Request("stats", b"reset"), Result(OK, stats=[])) == b"RESET\r\n"
+    assert written(write_text, StatsRequest(b"reset"), Result(OK, stats=[])) == b"RESET\r\n"
     assert written(write_text, reply(b"ERROR"), Result(OK)) == b"ERROR\r\n"
 
 
@@ -909,7 +907,7 @@ STREAMS = st.one_of(
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=STREAMS, cut=st.integers(min_value=1, max_value=50))
 def test_arbitrary_bytes_give_requests_or_a_protocol_error(data, cut):
-    kinds = (Request, GetMany, MetaRequest)
+    kinds = (Request, GetMany, MetaRequest, StatsRequest, FlushRequest, Reply)
     try:
         whole = parse(data, max_item_size=1024)
     except ProtocolError:

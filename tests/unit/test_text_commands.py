@@ -23,12 +23,7 @@ from mbserver import PROTOCOL_VERSION
 from mbserver.commands import Commands, GetMany, Request
 from mbserver.config import Settings
 from mbserver.protocol.binary import BinaryParser, write_gets
-from mbserver.protocol.text import (
-    ProtocolError,
-    TextParser,
-    write_text,
-    write_text_gets,
-)
+from mbserver.protocol.text import ProtocolError, TextParser, TextProtocol
 from mbserver.rwlock import RWLock
 from mbserver.stats import COUNTERS, Stats
 from mbserver.store import (
@@ -40,8 +35,8 @@ from mbserver.store import (
     WIN_SENT,
     Mode,
     Store,
-    item_size,
 )
+from ..items import get_item, item_size
 
 from .. import packets
 from .conftest import FakeClock
@@ -64,36 +59,39 @@ class Client:
         self.lock = RWLock()
         self.stats = Stats(clock)
         self.commands = Commands(self.store, self.lock, self.stats, self.settings)
-        self.parser = TextParser(self.settings.max_item_size)
+        self.sent: list = []
+        self.protocol = TextProtocol(self.commands, self.settings, None, "test", self._send)
+        self.parser = self.protocol.parser
         self.closed = False
 
+    def _send(self, out: list) -> None:
+        self.sent.extend(out)
+        out.clear()
+
     def send(self, data: bytes) -> bytes:
-        """Feed data, answer every complete request, and return the replies."""
+        """Feed data, answer every complete request, and return the replies,
+        as the connection does with its protocol object."""
         assert not self.closed
-        commands = self.commands
+        protocol = self.protocol
         out: list = []
         self.parser.feed(data)
         try:
             while (request := self.parser.next()) is not None:
-                before = len(out)
+                before = len(out) + len(self.sent)
                 if request.__class__ is GetMany:
-                    context = request.context
-                    if context.touch:
-                        records = commands.gat_many(request.keys, context.exptime)
-                    else:
-                        records = commands.get_many(request.keys)
-                    count, done = write_text_gets(request, records, out)
-                    assert done == len(records)
+                    count = protocol.answer_gets(request, out, 0)
                 else:
-                    count = write_text(request, commands.execute(request), out)
-                assert count == sum(len(part) for part in out[before:])
+                    count = protocol.answer(request, out)
+                assert count == sum(len(part) for part in (self.sent + out)[before:])
                 assert not self.lock.locked
-                if request.__class__ is Request and request.command == "quit":
+                if protocol.closing:
                     self.closed = True
                     break
         except ProtocolError:
             self.closed = True
-        return b"".join(bytes(part) for part in out)
+        replies = b"".join(bytes(part) for part in self.sent + out)
+        self.sent.clear()
+        return replies
 
     def counters(self) -> dict[str, int]:
         return {name: getattr(self.stats, name) for name in COUNTERS}
@@ -1001,7 +999,7 @@ def test_invalidate(store):
     status, new_cas = store.invalidate(b"k", cas, ttl=30)
     assert status is OK and new_cas > cas
     assert store.marks(b"k") == STALE  # the win token can be won again
-    item = store.get(b"k")
+    item = get_item(store, b"k")
     assert (item.value, item.flags, item.cas) == (b"v", 3, new_cas)
     assert item.exptime == int(store.clock()) + 30
 
@@ -1014,7 +1012,7 @@ def test_store_stale_keeps_expiry_and_win_token(store):
     assert store.store_stale(b"nx", b"new", 5, 1) == (NOT_FOUND, 0)
     status, new_cas = store.store_stale(b"k", b"new", 5, cas - 1)
     assert status is OK and new_cas > cas
-    item = store.get(b"k")
+    item = get_item(store, b"k")
     assert (item.value, item.flags, item.exptime) == (b"new", 5, int(store.clock()) + 100)
     assert store.marks(b"k") == STALE | WIN_SENT
 
@@ -1022,7 +1020,7 @@ def test_store_stale_keeps_expiry_and_win_token(store):
 def test_vivify_and_set_expiry(store, clock):
     store.store(Mode.SET, b"old", b"x")
     rec = store.vivify(b"k")
-    assert rec[20:] == b"" and store.get(b"k").flags == 0
+    assert rec[20:] == b"" and get_item(store, b"k").flags == 0
     assert store.total_items == 2
     clock.advance(100)
     store.set_expiry(b"k", int(clock()) + 5)
@@ -1051,7 +1049,7 @@ def test_gat_many_touches_and_counts(client):
     records = client.commands.gat_many([b"a", b"b"], 100)
     assert records[0][20:] == b"x" and records[1] is None
     assert (client.stats.cmd_touch, client.stats.touch_hits, client.stats.touch_misses) == (2, 1, 1)
-    assert client.store.get(b"a").exptime == int(client.clock()) + 100
+    assert get_item(client.store, b"a").exptime == int(client.clock()) + 100
 
 
 # -- arbitrary input, all the way through ---------------------------------------

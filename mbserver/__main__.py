@@ -1,4 +1,7 @@
-"""`python -m mbserver IP:PORT [options]`: parse the command line, then serve.
+"""`mbserver IP:PORT [options]` (or `python -m mbserver`): parse the command line, then serve.
+
+`main` is also the installed `mbserver` command's entry point, whose wrapper
+calls `sys.exit(main())` just as the last line here does.
 
 Exit status: 0 after a graceful stop, 1 if the address cannot be listened
 on, 2 for a usage error.

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import ssl
+import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -121,9 +122,15 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def program_name() -> str:
+    """What usage messages call us: the installed `mbserver` command, or `python -m mbserver`."""
+    command = os.path.basename(sys.argv[0])
+    return command if command in ("mbserver", "mbserver.exe") else "python -m mbserver"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mbserver",
+        prog=program_name(),
         description="A memcached-compatible cache server (binary and text protocols) on gevent.",
     )
     parser.add_argument(

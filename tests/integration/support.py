@@ -159,3 +159,29 @@ class Launcher:
             server = self.started.pop()
             server.stop()
             shutil.rmtree(server.log_dir, ignore_errors=True)
+
+
+def mbserver_children() -> set[int]:
+    """PIDs of this process's children that run mbserver (from /proc)."""
+    me = os.getpid()
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == me and b"mbserver" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def assert_server_gone(pid: int, port: int, host: str = "127.0.0.1") -> None:
+    """No mbserver process `pid` (gone, or the number reused by another program), port closed."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        cmdline = b""
+    assert b"mbserver" not in cmdline, f"server {pid} still runs: {cmdline!r}"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, port), timeout=2).close()

@@ -241,9 +241,8 @@ def decode_binary(call: Call, resp: Response) -> Reply:
         statuses = {1: Status.NOT_FOUND, 6: Status.NON_NUMERIC, 0x82: Status.OUT_OF_MEMORY}
         if status in statuses:
             return done(statuses[status])
-    elif kind == "touch":
-        if status in (0, 1):
-            return done(Status.TOUCHED if status == 0 else Status.NOT_FOUND)
+    elif kind == "touch" and status in (0, 1):
+        return done(Status.TOUCHED if status == 0 else Status.NOT_FOUND)
     return Reply(Status.ERROR, text=f"binary status 0x{status:02x} {resp.value[:60]!r}")
 
 

@@ -23,15 +23,17 @@ so the model knows exactly what each may hold) or, for a few keys every
 client shares, soakmodel.SharedKeys. Each second the server's RSS and open
 descriptors are sampled from /proc, and its ``stats``. The report gives
 operations by command, wrong replies (must be 0), errors by class, RSS at
-start, end of warm-up, middle and end (flat within 5% after warm-up),
+its first second, after warm-up, in the middle and at the end (flat
+within 5% after warm-up, see soakreport.memory_verdict),
 descriptors at baseline and after every soak connection closed, connections
 opened and evictions. Exit status: 0 when every check passed; 1 when one
 failed (the report says which); 2 on a usage error; 3 when the server could
 not be started or died.
 
 What lives here: the command line, the server it starts (or the one it is
-pointed at), the clients and the I/O, the sampler and the report. What does
-not: judging replies (soakmodel.py) and the wire formats (soakwire.py).
+pointed at), the clients and the I/O, the sampler and the report's figures.
+What does not: judging replies (soakmodel.py), the wire formats
+(soakwire.py), judging memory and printing the report (soakreport.py).
 """
 
 from gevent import monkey
@@ -62,6 +64,7 @@ import servers  # noqa: E402
 from soakmodel import (  # noqa: E402
     Absent, Arith, Delete, Get, Item, Mode, Model, Reply, SharedKeys, Status, Store, Touch, Values, counter_value,
 )
+from soakreport import WARMUP_SHARE, memory_verdict, print_report  # noqa: E402
 from soakwire import (  # noqa: E402
     Call, Garbled, ReplyBuffer, binary_call, check_admin, decode_binary, is_reply_to, meta_call, read_text, silent,
     text_call, text_get,
@@ -77,10 +80,8 @@ COUNTER_EVERY = 8  # one owned key in 8 is a counter
 SHARED_KEYS = 32
 REPLY_TIMEOUT = 20.0
 CONNECT_TIMEOUT = 10.0
-WARMUP_SHARE = 0.2
 SETTLE = 15  # seconds the server gets to close its side of every soak connection
 LINGER = 45  # and how much longer the report watches descriptors it did not close
-FLAT = 0.05
 EXIT_FAILED, EXIT_NO_SERVER = 1, 3
 INF_TIME = float("inf")
 
@@ -904,28 +905,9 @@ class Soak:
         load = [s for s in self.samples if s.at <= elapsed]
         evicted_at = next((s.at for s in load if int(s.stats.get("evictions", 0)) > int(baseline.stats["evictions"])),
                           None)
-        warmup = max(WARMUP_SHARE * elapsed, evicted_at if evicted_at is not None else 0.0)
-        memory = {"baseline": baseline.rss}
-        failures = []
-        rss = [s for s in load if s.rss is not None]
-        if rss:
-            after = [s for s in rss if s.at >= warmup] or rss[-1:]
-            reference = after[0].rss
-            memory.update(
-                start=rss[0].rss, warmup_end=reference, warmup_end_at=round(after[0].at, 1),
-                middle=min(rss, key=lambda s: abs(s.at - elapsed / 2)).rss, end=rss[-1].rss,
-                max_after_warmup=max(s.rss for s in after), memory_limit_reached_at=evicted_at,
-            )
-            growth = memory["max_after_warmup"] / reference - 1
-            drift = memory["end"] / reference - 1
-            memory.update(growth=round(growth, 4), end_drift=round(drift, 4))
-            if evicted_at is None:
-                failures.append("memory: the memory limit was never reached (no evictions), so flatness means nothing")
-            elif evicted_at > elapsed / 2:
-                failures.append(f"memory: the memory limit was reached only at {evicted_at:.0f} s of {elapsed:.0f} s")
-            elif growth > FLAT or abs(drift) > FLAT:
-                failures.append(f"memory: RSS not flat after warm-up: max {growth:+.1%}, end {drift:+.1%} "
-                                f"against {reference / 2**20:.1f} MiB at {after[0].at:.0f} s")
+        memory, failure = memory_verdict([(s.at, s.rss) for s in load if s.rss is not None], elapsed, evicted_at)
+        memory["baseline"] = baseline.rss
+        failures = [failure] if failure else []
         fds = {"baseline": baseline.fds, "peak": max((s.fds for s in load if s.fds is not None), default=None),
                "end": final.fds if final else None, "leaked": self.leaks}
         if final and baseline.fds is not None and final.fds is not None and final.fds > baseline.fds:
@@ -963,48 +945,6 @@ class Soak:
             "samples": [(round(s.at, 1), s.rss, s.fds, s.stats.get("evictions")) for s in self.samples],
             "failures": failures,
         }
-
-
-def mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**20:.1f} MiB"
-
-
-def print_report(r: dict) -> None:
-    out = print
-    out(f"soak of {r['target']}: {r['duration']} s, {r['connections']} clients, -m {r['memory_mib']}, "
-        f"seed {r['seed']}, {r['keys_per_client']} keys per client + {r['shared_keys']} shared")
-    out(f"operations: {r['operations']:,} ({r['ops_per_second']:,}/s) in {r['pipelines']:,} pipelines and "
-        "single requests")
-    width = max(len(c) for c in r["commands"]) if r["commands"] else 10
-    names = list(r["commands"])
-    for i in range(0, len(names), 3):
-        out("  " + "   ".join(f"{n:<{width}} {r['commands'][n]:>9,}" for n in names[i:i + 3]))
-    if r["commands_not_run"]:
-        out(f"  never ran: {', '.join(r['commands_not_run'])}")
-    out("outcomes: " + ", ".join(f"{k} {v:,}" for k, v in r["outcomes"].items()))
-    out(f"wrong replies: {r['wrong_replies']}")
-    for sample in r["wrong_samples"]:
-        out(f"  {sample}")
-    out("errors: " + (", ".join(f"{k} {v}" for k, v in r["errors"].items()) or "none"))
-    for sample in r["error_samples"][:10]:
-        out(f"  {sample}")
-    out(f"connections opened: {r['connections_opened']:,} (server counted {r['server_connections']}), "
-        f"peak {r['peak_open']} open, {r['slow_connections']:,} slow readers; closed: "
-        + ", ".join(f"{k} {v:,}" for k, v in sorted(r["closes"].items())))
-    out(f"evictions: {r['evictions']}, items at the end: {r['items_end']}, flushes at "
-        f"{', '.join(f'{at} s ({name})' for at, name in r['flushes']) or 'none'}")
-    m = r["rss"]
-    if "end" in m:
-        reached = m["memory_limit_reached_at"]
-        out(f"RSS: baseline {mib(m['baseline'])}, start {mib(m['start'])}, end of warm-up {mib(m['warmup_end'])} "
-            f"(at {m['warmup_end_at']} s; memory limit reached "
-            f"{'never' if reached is None else f'at {reached:.0f} s'}), middle {mib(m['middle'])}, "
-            f"end {mib(m['end'])}; after warm-up max {m['growth']:+.1%}, end {m['end_drift']:+.1%}")
-    f = r["fds"]
-    out(f"descriptors: baseline {f['baseline']}, peak {f['peak']}, after every soak connection closed {f['end']}")
-    for leak in f["leaked"]:
-        out(f"  {leak}")
-    out("result: " + ("PASS" if not r["failures"] else "FAIL\n  " + "\n  ".join(r["failures"])))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

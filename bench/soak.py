@@ -972,11 +972,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass  # the soft limit is often enough; too few descriptors would show as connect errors
     server = None
-    log_dir = Path(tempfile.mkdtemp(prefix="mbserver-soak-"))
     if args.server is None:
+        log_dir = Path(tempfile.mkdtemp(prefix="mbserver-soak-"))
         try:
             server = servers.start(args.target, args.memory_mib, args.connections + 64, log_dir)
         except servers.ServerError as exc:
@@ -1006,13 +1009,15 @@ def main(argv: list[str] | None = None) -> int:
             code = server.stop()
             if code not in (0, None) and server.kind == "mbserver":
                 print(f"soak: mbserver exited with {code}; log tail:\n{server.log_tail()}", file=sys.stderr)
+    keep_log = server is not None and (report is None or bool(report["failures"]))
+    if server is not None and not keep_log:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    if report is not None:
+        print_report(report)
+    if keep_log:
+        print(f"soak: the server's log is kept in {server.log_path}", file=sys.stderr)
     if report is None:
         return EXIT_NO_SERVER
-    if server is not None:
-        report["server_log"] = str(server.log_path) if report["failures"] else None
-        if not report["failures"]:
-            shutil.rmtree(log_dir, ignore_errors=True)
-    print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     if "server: the server died" in report["failures"]:

@@ -83,6 +83,7 @@ CONNECT_TIMEOUT = 10.0
 SETTLE = 15  # seconds the server gets to close its side of every soak connection
 LINGER = 45  # and how much longer the report watches descriptors it did not close
 EXIT_FAILED, EXIT_NO_SERVER = 1, 3
+SERVER_DIED = "the server died"
 INF_TIME = float("inf")
 
 # What each connection does: weights of single requests (and shared-key
@@ -796,7 +797,7 @@ class Soak:
             tick += 1.0
             gevent.sleep(max(0.0, tick - time.monotonic()))
             if not alive():
-                self.stopped_early = "the server died"
+                self.stopped_early = SERVER_DIED
                 self.deadline = time.monotonic()
                 return
             try:
@@ -917,8 +918,10 @@ class Soak:
         errors = sum(tally.errors.values())
         if errors:
             failures.append(f"errors: {errors} ({', '.join(f'{k} {v}' for k, v in tally.errors.most_common())})")
-        if self.stopped_early or final is None:
-            failures.append(f"server: {self.stopped_early or 'the server died'}")
+        if final is None or self.stopped_early == SERVER_DIED:
+            failures.append(f"server: {SERVER_DIED}")
+        elif self.stopped_early:
+            failures.append(f"stopped early: {self.stopped_early}")
         stats_end = final.stats if final else (load[-1].stats if load else baseline.stats)
 
         def delta(name: str) -> int | None:
@@ -1020,7 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_SERVER
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-    if "server: the server died" in report["failures"]:
+    if f"server: {SERVER_DIED}" in report["failures"]:
         return EXIT_NO_SERVER
     return EXIT_FAILED if report["failures"] else 0
 

@@ -24,16 +24,18 @@ class ProtocolError(Exception):
     """The server answered something this client did not ask for."""
 
 
-def request(opcode: int, key: bytes = b"", extras: bytes = b"", value: bytes = b"", opaque: int = 0) -> bytes:
+def request(
+    opcode: int, key: bytes = b"", extras: bytes = b"", value: bytes = b"", opaque: int = 0, cas: int = 0
+) -> bytes:
     body_len = len(extras) + len(key) + len(value)
-    return HEADER.pack(REQUEST, opcode, len(key), len(extras), 0, 0, body_len, opaque, 0) + extras + key + value
+    return HEADER.pack(REQUEST, opcode, len(key), len(extras), 0, 0, body_len, opaque, cas) + extras + key + value
 
 
 class Connection:
     """One blocking socket with a reply reader; every call is bounded by `timeout`."""
 
-    def __init__(self, port: int, timeout: float = 30.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 30.0, host: str = "127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
 

@@ -3,7 +3,8 @@
 What lives here: finding a free loopback port, launching memcached and
 mbserver with the same memory and connection limits, waiting until each
 answers, stopping each by its own PID (SIGTERM, then SIGKILL), and VmRSS from
-/proc. What does not: any workload (memaslap.py, mcclient.py).
+/proc (of a server started here, or of any PID). What does not: any workload
+(memaslap.py, mcclient.py, soak.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 
 class ServerError(Exception):
     """A server would not start, or died while being measured."""
+
+
+def vmrss(pid: int) -> int:
+    """Resident memory of process ``pid`` in bytes, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ServerError(f"no VmRSS for pid {pid}")
 
 
 def free_port() -> int:
@@ -66,10 +75,7 @@ class Server:
 
     def rss_bytes(self) -> int:
         self.check_alive()
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise ServerError(f"no VmRSS for pid {self.pid}")
+        return vmrss(self.pid)
 
     def log_tail(self, lines: int = 20) -> str:
         try:

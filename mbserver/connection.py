@@ -1,24 +1,35 @@
-"""One client connection: recv → parse every complete request → execute → one send.
+"""One client connection: read → answer every complete request → one send → wait.
 
 What lives here: the per-connection loop that a greenlet runs, the TLS
-handshake, output batching, and waiting on the socket with the idle and
-send timeouts. It names no protocol: the first byte picks one from
-``protocol``'s registry, and that object parses, answers and
-authenticates. What does not: protocols (``protocol/``), semantics and
-locking (``commands``), or listening (``server``).
+handshake, output batching, waiting on the socket with the idle and send
+timeouts, and answering from the read watcher's callback when nothing can
+block. It names no protocol: the first byte picks one from ``protocol``'s
+registry, and that object parses, answers and authenticates. What does not:
+protocols (``protocol/``), semantics and locking (``commands``), or
+listening (``server``).
 
-Each pass executes every request already buffered and then writes all their
+Each pass answers every request already buffered and then writes all their
 replies in one send, so a pipelining client gets one write per batch. The
 store lock is taken and released inside the command layer; by the time this
 loop touches the socket no lock is held.
 
-The socket is used in non-blocking mode: a recv or send that would block
-raises (BlockingIOError, or SSLWant* under TLS) or sends part, and the
-greenlet then waits on a gevent read or write watcher for the descriptor,
-which lets the other greenlets run. Doing this here instead of through
-gevent's socket wrapper saves a layer of Python calls on every request.
-Objects without a descriptor (the unit tests' scripted sockets) never
-block, so need no watchers.
+**Waiting.** The socket is non-blocking: a recv or send that would block
+raises (BlockingIOError, or SSLWant* under TLS) or sends part, and the code
+then waits on a gevent watcher for the descriptor. Between requests a
+plain connection (not TLS, authenticated, not stopping) parks its greenlet
+with its read watcher left started, and the watcher's callback, which runs
+in the hub, answers what arrives itself: ``_answer`` with ``may_wait``
+False, the same code the greenlet runs. Nothing it does can yield: the
+store lock is free (checked first; store calls never yield), and a send
+that would block is not waited for. Whatever cannot finish there, because
+it would block (a full send buffer, a reply sliced past SEND_THRESHOLD), or
+is not for the hub (a close, a protocol error, a graceful stop, the lock in
+use, EOF), is handed to the greenlet, which continues from the same state.
+A request costs no greenlet switch and no watcher start or stop
+(bench/README.md has the figures).
+
+Objects that are not non-blocking sockets (the unit tests' scripted and
+gevent sockets) are served by the greenlet alone, as TLS sockets are.
 """
 
 from __future__ import annotations
@@ -47,8 +58,18 @@ TLS_HANDSHAKE_TIMEOUT = 10.0
 # Errors that just mean the client went away.
 _GONE = (errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ENOTCONN, errno.EBADF)
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError)
+_SEND_WOULD_BLOCK = (*_WOULD_BLOCK, ssl.SSLWantWriteError)
 
 _READ, _WRITE = 1, 2  # libev/libuv event masks
+
+# What _answer reports.
+_DONE = 0  # every complete request answered, every reply sent
+_CLOSE = 1  # answered; the connection must close now
+_HAND_OFF = 2  # (from the hub) replies or requests are left for the greenlet
+
+# What the read watcher's callback hands the parked greenlet, besides data.
+_RESUME = object()  # _answer stopped short: go on where it left off
+_IDLE = object()  # the idle timeout passed
 
 
 class ClientTooSlow(Exception):
@@ -80,27 +101,50 @@ class Connection:
         self._out: list = []  # replies not sent yet
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._hub = gevent.get_hub()
+        self._greenlet = None
+        self._parked = False  # the greenlet waits for the read callback to hand over
+        self._handed = None  # what the callback hands over: data, _RESUME or _IDLE
+        self._idle_timer = None
+        self._fresh = False  # the lone GET may be taken (see _after_batch)
+        self._lone_get = self._get_reply = self._get_record = None
+        self._sock_send = sock.send
+        self._clock = stats.clock
+        self._lock = commands.lock
+        if observe_batch is not None:
+            self._answer_untimed = self._answer
+            self._answer = self._answer_timed
         fileno = getattr(sock, "fileno", None)
         if fileno is None:
             self._readable = self._writable = None
         else:
             self._readable = self._hub.loop.io(fileno(), _READ)
             self._writable = self._hub.loop.io(fileno(), _WRITE)
+        # Answering from the hub needs a socket whose calls never wait.
+        gettimeout = getattr(sock, "gettimeout", None)
+        self._nonblocking = (
+            self._readable is not None
+            and not self._tls
+            and gettimeout is not None
+            and gettimeout() == 0.0
+        )
 
     @property
     def idle(self) -> bool:
         """Waiting for a request, none partly received, no reply owed: safe to close now."""
         protocol = self.protocol
-        return self.info.state in ("conn_new_cmd", "conn_waiting") and (
-            protocol is None or not protocol.parser.buffer.buffered
+        return (
+            self.info.state in ("conn_new_cmd", "conn_waiting")
+            and not self._out
+            and (protocol is None or not protocol.parser.partial)
         )
 
     def serve(self) -> None:
         """Run until the client quits, disconnects, breaks the protocol or times out."""
+        self._greenlet = gevent.getcurrent()
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
-            pass  # not TCP (a test's socketpair): nothing to tune
+            pass  # not TCP (a unix socket or a test's socketpair): nothing to tune
         try:
             if self._tls and not self._handshake():
                 return
@@ -117,7 +161,8 @@ class Connection:
             else:
                 log.warning("%s: socket error: %s", self.peer, error)
         finally:
-            for watcher in (self._readable, self._writable):
+            self.info.state = "conn_closing"
+            for watcher in (self._readable, self._writable, self._idle_timer):
                 if watcher is not None:
                     watcher.close()
 
@@ -132,103 +177,199 @@ class Connection:
         if not data:
             return
         protocol = self.protocol = protocol_for(data[0])(
-            self.commands, self.settings, self.auth, self.peer, self._send
+            self.commands, self.settings, self.auth, self.peer
         )
         self.info.protocol = protocol.name
-        # The lone GET: a read holding exactly one plain GET, the commonest
-        # request of all, is answered without feeding the parser, building a
-        # run or a reply list (bench/paths.py: 3.8 -> 1.6 us). Locals, not
-        # attributes, on this path: each lookup saved is measurable.
-        lone_get = protocol.lone_get
-        get_reply = protocol.get_reply
-        get_record = self.commands.get_record
-        send_data = self._send_data
-        info = self.info
-        stats = self.stats
-        clock = stats.clock
-        recv = self.sock.recv
-        observe = self.observe_batch
-        readable = self._readable
-        # Waiting for the next request needs no more than a hub switch unless
-        # there is an idle timeout, TLS, or no descriptor (a test's socket).
-        plain = readable is not None and not self._tls and not self.settings.idle_timeout
-        switch = gevent.getcurrent().switch
-        hub_switch = self._hub.switch
+        # What the lone GET calls, looked up once: on the commonest request
+        # each attribute lookup saved shows (callgrind).
+        self._lone_get = protocol.lone_get
+        self._get_reply = protocol.get_reply
+        self._get_record = self.commands.get_record
+        self._fresh = self._lone_get is not None
         while True:
-            if observe is not None:
-                started = perf_counter()
-            stats.bytes_read += len(data)
-            if lone_get is not None and (get := lone_get(data)) is not None:
-                send_data(get_reply(get[1], get_record(get[0])))
-                closing = False
-            else:
-                closing = self._answer_batch(data)
-            info.last_cmd = clock()
-            if observe is not None:
-                observe(perf_counter() - started)
-            if closing:
+            if self._answer(data, True) == _CLOSE:
                 return
             if self.stopping:
                 data = self._drain()
-                if not data:
-                    return
-                continue
-            info.state = "conn_waiting"
-            # A client waiting for these replies cannot have sent more yet:
-            # wait for readability first rather than pay for a recv that
-            # fails. A full buffer hints that more is already queued; under
-            # TLS, decrypted bytes may be waiting inside the SSL object.
-            if len(data) < RECV_SIZE:
-                if plain:
-                    # hub.wait(readable) without its per-call Waiter: the
-                    # watcher switches straight back to this greenlet, and
-                    # anything else that switches in is a bug, not a wakeup.
-                    # (callgrind: 33.0k -> 30.3k instructions per request.)
-                    readable.start(switch, readable)
-                    try:
-                        if hub_switch() is not readable:
-                            raise RuntimeError("unexpected switch into a connection")
-                    finally:
-                        readable.stop()
-                elif not self._wait_for_request():
-                    return
-            try:
-                data = recv(RECV_SIZE)
-            except _WOULD_BLOCK:
-                data = self._recv()
-            if not data:
+            else:
+                data = self._next_request()
+            if data is None:
                 return
 
-    def _answer_batch(self, data: bytes) -> bool:
-        """Feed data, answer every complete request, and send the replies
-        (once, or every SEND_THRESHOLD bytes); True when the connection
-        must close now."""
+    # -- answering -------------------------------------------------------
+
+    def _answer(self, data, may_wait: bool) -> int:
+        """Answer every complete request in the buffer after ``data`` is added,
+        and send the replies (once, or every SEND_THRESHOLD bytes).
+
+        ``data`` is bytes read, or _RESUME to go on where a callback stopped.
+        With ``may_wait`` False (in the hub) a send that would block is not
+        waited for: what is left stays in ``_out``, the unanswered requests
+        in the parser, and the result is _HAND_OFF.
+        """
+        if data is not _RESUME:
+            self.stats.bytes_read += len(data)
+            # The lone GET: a read holding exactly one plain GET, the
+            # commonest request of all, is answered without feeding the
+            # parser, building a run or a reply list. _fresh says the parser
+            # holds nothing and the protocol allows it (see _after_batch).
+            if self._fresh and (get := self._lone_get(data)) is not None:
+                reply = self._get_reply(get[1], self._get_record(get[0]))
+                self.info.last_cmd = self._clock()
+                try:
+                    sent = self._sock_send(reply)
+                except _SEND_WOULD_BLOCK:
+                    sent = 0
+                self.stats.bytes_written += sent
+                if sent == len(reply):
+                    return _DONE
+                return self._unsent(memoryview(reply)[sent:], may_wait)
+            self.protocol.parser.feed(data)
+        elif self._out and not self._flush(self._out, may_wait):
+            return _HAND_OFF
+        return self._answer_batch(may_wait)
+
+    def _answer_timed(self, data, may_wait: bool) -> int:
+        """``_answer``, observed by the metrics' latency histogram (--metrics-port)."""
+        started = perf_counter()
+        outcome = self._answer_untimed(data, may_wait)
+        if outcome != _HAND_OFF:
+            self.observe_batch(perf_counter() - started)
+        return outcome
+
+    def _answer_batch(self, may_wait: bool) -> int:
+        """The general case of ``_answer``: every request the parser holds."""
         protocol = self.protocol
-        parser = protocol.parser
-        parser.feed(data)
-        next_request = parser.next
-        answer, answer_gets = protocol.answer, protocol.answer_gets
         out = self._out
+        self.info.state = "conn_parse_cmd"
+        next_request = protocol.parser.next
+        answer, answer_gets = protocol.answer, protocol.answer_gets
         pending = 0
         try:
-            while (request := next_request()) is not None:
-                if request.__class__ is GetMany:
-                    pending = answer_gets(request, out, pending)
+            while True:
+                if protocol.unfinished is not None:
+                    pending = protocol.resume(out)
                 else:
-                    pending += answer(request, out)
-                if protocol.closing:
-                    break
-                if pending >= SEND_THRESHOLD:
-                    self._send(out)
+                    request = next_request()
+                    if request is None:
+                        break
+                    if request.__class__ is GetMany:
+                        pending = answer_gets(request, out, pending)
+                    else:
+                        pending += answer(request, out)
+                    if protocol.closing:
+                        break
+                if pending >= SEND_THRESHOLD or protocol.unfinished is not None:
+                    if not self._flush(out, may_wait):
+                        return _HAND_OFF
                     pending = 0
         except ProtocolError as error:
             log.info("%s: protocol error: %s; closing", self.peer, error)
             if error.reply:
                 out.append(error.reply)
             protocol.closing = True
-        if out:
-            self._send(out)
-        return protocol.closing
+        self.info.last_cmd = self._clock()
+        if out and not self._flush(out, may_wait):
+            return _HAND_OFF
+        self._after_batch()
+        return _CLOSE if protocol.closing else _DONE
+
+    def _after_batch(self) -> None:
+        """Every reply is sent: note what `stats conns` and the lone GET need to know."""
+        protocol = self.protocol
+        partial = protocol.parser.partial
+        self.info.state = "conn_nread" if partial else "conn_waiting"
+        self._fresh = not partial and protocol.lone_get is not None
+
+    # -- waiting for the next request --------------------------------------
+
+    def _next_request(self):
+        """The next read to answer, or _RESUME; None when the connection is done.
+
+        A plain connection parks here with its read watcher started, and
+        the watcher's callback answers requests until something needs this
+        greenlet (see the module docstring).
+        """
+        protocol = self.protocol
+        if self._nonblocking and protocol.authenticated:
+            return self._park()
+        if not self._wait_for_request():
+            return None
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except _WOULD_BLOCK:
+            data = self._recv()
+        return data or None
+
+    def _park(self):
+        readable = self._readable
+        if not readable.active:
+            readable.start(self._on_readable)
+        if self.settings.idle_timeout and self._idle_timer is None:
+            self._start_idle_timer(self.settings.idle_timeout)
+        self._parked = True
+        try:
+            # Only the callbacks below may wake a parked connection; anything
+            # else that switches in is a bug, not a wakeup.
+            if self._hub.switch() is not readable:
+                raise RuntimeError("unexpected switch into a connection")
+        finally:
+            self._parked = False
+        handed, self._handed = self._handed, None
+        if handed is _IDLE:
+            log.info("%s: idle for %.0f s; closing", self.peer, self.settings.idle_timeout)
+            return None
+        if handed is _RESUME or handed:
+            return handed
+        return None  # EOF
+
+    def _on_readable(self) -> None:
+        """The read watcher's callback, in the hub: answer what arrived, if nothing can block."""
+        if not self._parked:
+            # The greenlet has the socket (it stops this watcher before it
+            # takes it back; this is only a late event): not ours to read.
+            return
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except BaseException as error:
+            self._hand_off(error)
+            return
+        if not data or self.stopping or not self._lock.free:
+            self._hand_off(data)
+            return
+        try:
+            outcome = self._answer(data, False)
+        except BaseException as error:
+            self._hand_off(error)
+            return
+        if outcome != _DONE:
+            self._hand_off(_RESUME if outcome == _HAND_OFF else b"")
+
+    def _hand_off(self, handed) -> None:
+        """From the hub: wake the parked greenlet with ``handed`` (or raise it there)."""
+        self._readable.stop()
+        if isinstance(handed, BaseException):
+            self._greenlet.throw(handed)
+        else:
+            self._handed = handed
+            self._greenlet.switch(self._readable)
+
+    def _start_idle_timer(self, seconds: float) -> None:
+        self._idle_timer = self._hub.loop.timer(seconds)
+        self._idle_timer.start(self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        """In the hub: close a parked connection that has been quiet for the idle timeout."""
+        timeout = self.settings.idle_timeout
+        quiet = self.stats.clock() - self.info.last_cmd
+        self._idle_timer.close()
+        if quiet < timeout or not self._parked:
+            self._start_idle_timer(max(timeout - quiet, 0.001) if quiet < timeout else timeout)
+            return
+        self._idle_timer = None
+        self._hand_off(_IDLE)
 
     # -- socket I/O ------------------------------------------------------
 
@@ -244,11 +385,20 @@ class Connection:
                     self.sock.do_handshake()
                     return True
                 except ssl.SSLWantReadError:
-                    self._hub.wait(self._readable)
+                    self._wait(self._readable)
                 except ssl.SSLWantWriteError:
-                    self._hub.wait(self._writable)
+                    self._wait(self._writable)
         log.info("%s: no TLS handshake within %.0f s; closing", self.peer, TLS_HANDSHAKE_TIMEOUT)
         return False
+
+    def _wait(self, watcher) -> None:
+        """Wait for one event on ``watcher``; only that watcher may wake this greenlet."""
+        watcher.start(self._greenlet.switch, watcher)
+        try:
+            if self._hub.switch() is not watcher:
+                raise RuntimeError("unexpected switch into a connection")
+        finally:
+            watcher.stop()
 
     def _wait_for_request(self) -> bool:
         """Wait until the client sends something; False if the idle timeout passes first."""
@@ -256,21 +406,22 @@ class Connection:
             return True
         idle_timeout = self.settings.idle_timeout
         with Timeout(idle_timeout or None, False):
-            self._hub.wait(self._readable)
+            self._wait(self._readable)
             return True
         log.info("%s: idle for %.0f s; closing", self.peer, idle_timeout)
         return False
 
-    def _drain(self) -> bytes:
-        """While stopping: what the client has already sent, or b"" when it is all answered.
+    def _drain(self):
+        """While stopping: what the client has already sent, or None when it is all answered.
 
         A request only partly received is waited for (the server's shutdown
         timeout bounds the wait); otherwise nothing new is waited for.
         """
         try:
-            return self.sock.recv(RECV_SIZE)
+            data = self.sock.recv(RECV_SIZE)
         except _WOULD_BLOCK:
-            return self._recv() if self.protocol.parser.buffer.buffered else b""
+            data = self._recv() if self.protocol.parser.partial else b""
+        return data or None
 
     def _recv(self) -> bytes:
         """Receive, waiting for the socket as often as it needs."""
@@ -278,37 +429,50 @@ class Connection:
             try:
                 return self.sock.recv(RECV_SIZE)
             except _WOULD_BLOCK:
-                self._hub.wait(self._readable)
+                self._wait(self._readable)
             except ssl.SSLWantWriteError:
-                self._hub.wait(self._writable)
+                self._wait(self._writable)
 
-    def _send(self, out: list) -> None:
-        """Send and empty ``out``."""
+    def _flush(self, out: list, may_wait: bool) -> bool:
+        """Send and empty ``out``; True once all of it is sent.
+
+        With ``may_wait`` False what the socket does not take at once stays
+        in ``out`` and the result is False.
+        """
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        self._send_data(data)
-
-    def _send_data(self, data: bytes) -> None:
-        self.info.state = "conn_mwrite"
-        total = len(data)
         try:
-            sent = self.sock.send(data)
-        except (*_WOULD_BLOCK, ssl.SSLWantWriteError):
+            sent = self._sock_send(data)
+        except _SEND_WOULD_BLOCK:
             sent = 0
-        if sent < total:
-            self._send_rest(memoryview(data), sent)
-        self.stats.bytes_written += total
+        self.stats.bytes_written += sent
+        return sent == len(data) or self._unsent(memoryview(data)[sent:], may_wait) == _DONE
+
+    def _unsent(self, rest: memoryview, may_wait: bool) -> int:
+        """The socket took only part of a reply: wait to send the rest, or
+        (``may_wait`` False) keep it in ``_out`` for the greenlet."""
+        if may_wait:
+            self._send_rest(rest, 0)
+            return _DONE
+        self._out.append(rest)
+        return _HAND_OFF
 
     def _send_rest(self, view: memoryview, sent: int) -> None:
         """The client is not reading fast enough: wait for it, for at most the send timeout."""
+        state = self.info.state
+        self.info.state = "conn_mwrite"
         with Timeout(self.settings.send_timeout or None, False):
             while sent < len(view):
-                self._hub.wait(self._writable)
+                self._wait(self._writable)
                 try:
-                    sent += self.sock.send(view[sent:])
+                    count = self.sock.send(view[sent:])
                 except ssl.SSLWantReadError:
-                    self._hub.wait(self._readable)
+                    self._wait(self._readable)
                 except (BlockingIOError, ssl.SSLWantWriteError):
                     pass
+                else:
+                    sent += count
+                    self.stats.bytes_written += count
+            self.info.state = state
             return
         raise ClientTooSlow()

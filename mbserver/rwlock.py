@@ -129,6 +129,11 @@ class RWLock:
         """True while anyone holds the lock, for reading or writing."""
         return self._writer or self._readers > 0
 
+    @property
+    def free(self):
+        """Nobody holds it and nobody waits: acquiring it now cannot block."""
+        return not (self._writer or self._readers or self._queue)
+
     def __repr__(self):
         return "<RWLock readers=%d writer=%s waiting=%d>" % (
             self._readers, self._writer, len(self._queue))

@@ -45,6 +45,7 @@ class Parser(Interface):
     """A sans-IO request parser over one ``ReceiveBuffer``."""
 
     buffer: ReceiveBuffer
+    partial: bool  # part of a request is here, the rest not yet
 
     def feed(self, data: bytes) -> None: ...
 
@@ -71,6 +72,11 @@ class Protocol(Interface):
     name: ClassVar[str]  # as `stats conns` shows it
     parser: Parser
     closing: bool
+    authenticated: bool
+    # A run of GETs whose replies pass SEND_THRESHOLD is written a slice at
+    # a time: while one is part written, ``unfinished`` is not None and
+    # ``resume(out)`` writes its next slice (returning the bytes written).
+    unfinished: object | None
     # The lone-GET short path (see connection): ``parser.lone_get`` while
     # it may be taken (None until a client has authenticated), and the
     # function that writes its reply from a record.
@@ -78,12 +84,7 @@ class Protocol(Interface):
     get_reply: Callable[[object, bytes | None], bytes]
 
     def __init__(
-        self,
-        commands: Commands,
-        settings: Settings,
-        auth: Authenticator | None,
-        peer: str,
-        send: Callable[[list], None],
+        self, commands: Commands, settings: Settings, auth: Authenticator | None, peer: str
     ) -> None: ...
 
     def answer(self, request: object, out: list) -> int:
@@ -91,13 +92,17 @@ class Protocol(Interface):
 
     def answer_gets(self, run: GetMany, out: list, pending: int) -> int:
         """Answer a run of GETs after ``pending`` bytes already in ``out``;
-        the bytes in ``out`` afterwards. Sends as it goes past SEND_THRESHOLD."""
+        the bytes in ``out`` afterwards. Stops at about SEND_THRESHOLD,
+        leaving the rest ``unfinished``."""
+
+    def resume(self, out: list) -> int:
+        """Write the next slice of the ``unfinished`` run; its size."""
 
 
 class Answering:
     """What every protocol object shares: answering a request through the
     command layer and its protocol's writer table, the closing flag, and
-    sending a run of GETs' replies in slices.
+    writing a run of GETs' replies in slices.
 
     A protocol sets ``WRITERS`` (command name → ``writer(request, result,
     out)``), fills ``_own`` with the requests it answers without the
@@ -107,14 +112,14 @@ class Answering:
 
     WRITERS: ClassVar[dict[str, Callable]]
     closing = False
+    unfinished = None
 
-    def __init__(self, commands: Commands, auth, peer: str, send: Callable[[list], None]):
+    def __init__(self, commands: Commands, auth, peer: str):
         self.commands = commands
         self.stats = commands.stats
         self.auth = auth
         self.authenticated = auth is None
         self.peer = peer
-        self._send = send
         self._own: dict[str, Callable[[object, list], int]] = {}
 
     def answer(self, request, out: list) -> int:
@@ -133,14 +138,18 @@ class Answering:
         raise NotImplementedError
 
     def _write_run(self, writer, run: GetMany, records: list, out: list, pending: int) -> int:
-        """Write a run's replies with ``writer``; a run whose replies pass
-        SEND_THRESHOLD is sent a slice at a time, never built whole."""
+        """Write a run's replies with ``writer`` up to about SEND_THRESHOLD;
+        the rest is ``unfinished``, written by ``resume`` once that is sent,
+        so a multi-get of large values is never built whole."""
         written, done = writer(run, records, out, 0, SEND_THRESHOLD - pending)
-        if done == len(records):
-            return pending + written
-        while done < len(records):
-            self._send(out)
-            written, done = writer(run, records, out, done, SEND_THRESHOLD)
+        if done < len(records):
+            self.unfinished = (writer, run, records, done)
+        return pending + written
+
+    def resume(self, out: list) -> int:
+        writer, run, records, done = self.unfinished
+        written, done = writer(run, records, out, done, SEND_THRESHOLD)
+        self.unfinished = (writer, run, records, done) if done < len(records) else None
         return written
 
     def _closing_after(self, reply: bytes, out: list, why: str) -> int:

@@ -185,7 +185,9 @@ def _rules() -> dict[int, _Rule]:
 RULES = _rules()
 # The header fields the GET paths read: unpacking fewer than all nine saves
 # a fifth of a microsecond on the commonest request.
-_LONE_GET_FIELDS = struct.Struct(">2xHB3xII")  # key length, extras length, body length, opaque
+# magic and opcode as one number, key length, extras length, body length, opaque
+_LONE_GET_FIELDS = struct.Struct(">HHB3xII")
+_GET_MAGIC_OPCODE = REQUEST_MAGIC << 8  # a request (0x80), GET (0x00)
 _GET_FIELDS = struct.Struct(">BBHB3xII")  # magic and opcode, then as above
 _GET_OPCODES = frozenset(int(op) for op in (Opcode.GET, Opcode.GETQ, Opcode.GETK, Opcode.GETKQ))
 
@@ -230,6 +232,11 @@ class BinaryParser:
     def buffered(self) -> int:
         """Bytes received and not yet parsed."""
         return self.buffer.buffered
+
+    @property
+    def partial(self) -> bool:
+        """Part of a request is here, the rest not yet."""
+        return self.buffer.buffered > 0
 
     def next(self) -> Request | StatsRequest | FlushRequest | GetMany | None:
         """The next complete request, or None until more bytes are fed.
@@ -373,25 +380,25 @@ class BinaryParser:
         A read holding one GET is the commonest request of all; this lets
         it skip the buffering and run building of feed and next. The second
         element is what ``get_reply`` needs besides the record. Its checks
-        are ``_get_run``'s for opcode 0x00 alone.
+        are ``_get_run``'s for opcode 0x00 alone, on one unpack.
         """
+        try:
+            magic_opcode, keylen, extlen, bodylen, opaque = _LONE_GET_FIELDS.unpack_from(data)
+        except struct.error:  # shorter than a header
+            return None
         buffer = self.buffer
         if (
-            len(data) > HEADER_SIZE
-            and not data[1]
-            and data[0] == REQUEST_MAGIC
+            magic_opcode == _GET_MAGIC_OPCODE
+            and bodylen == keylen
+            and not extlen
+            and 0 < keylen <= MAX_KEY_LENGTH
+            and len(data) == HEADER_SIZE + keylen
             and buffer.pos >= len(buffer.data)
             and buffer.chunks is None
             and not buffer.skipping
             and data.__class__ is bytes
         ):
-            keylen, extlen, bodylen, opaque = _LONE_GET_FIELDS.unpack_from(data)
-            if (
-                not extlen
-                and bodylen == keylen <= MAX_KEY_LENGTH
-                and len(data) == HEADER_SIZE + keylen
-            ):
-                return data[HEADER_SIZE:], opaque
+            return data[HEADER_SIZE:], opaque
         return None
 
     @staticmethod
@@ -664,8 +671,8 @@ class BinaryProtocol(Answering):
 
     WRITERS = _WRITERS
 
-    def __init__(self, commands, settings, auth, peer, send):
-        super().__init__(commands, auth, peer, send)
+    def __init__(self, commands, settings, auth, peer):
+        super().__init__(commands, auth, peer)
         self.parser = BinaryParser(settings.max_item_size, sasl=auth is not None)
         # Until a client has authenticated, every request goes the long way.
         self.lone_get = self.parser.lone_get if auth is None else None

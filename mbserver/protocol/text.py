@@ -174,6 +174,11 @@ class TextParser(meta.MetaParsing):
         """Bytes received and not yet parsed."""
         return self.buffer.buffered
 
+    @property
+    def partial(self) -> bool:
+        """Part of a request is here, the rest not yet (a line, or a data block)."""
+        return self.buffer.buffered > 0 or self._block is not None
+
     def lone_get(self, data: bytes) -> tuple[bytes, bytes] | None:
         """``(key, key)`` if ``data`` is exactly ``get <key>\\r\\n`` and nothing
         is buffered; else None, and ``data`` is to be fed.
@@ -647,8 +652,8 @@ class TextProtocol(Answering):
 
     WRITERS = _WRITERS
 
-    def __init__(self, commands, settings, auth, peer, send):
-        super().__init__(commands, auth, peer, send)
+    def __init__(self, commands, settings, auth, peer):
+        super().__init__(commands, auth, peer)
         self.parser = TextParser(settings.max_item_size)
         # Until a client has authenticated, every request goes the long way.
         self.lone_get = self.parser.lone_get if auth is None else None

@@ -134,10 +134,10 @@ def test_the_first_byte_picks_the_protocol():
 def test_every_protocol_has_the_interface(protocol):
     settings = Settings()
     commands = Commands(Store(), RWLock(), Stats(), settings)
-    made = protocol(commands, settings, None, "peer", lambda out: out.clear())
+    made = protocol(commands, settings, None, "peer")
     for name in Protocol.__annotations__:
         assert hasattr(made, name), name
-    for name in ("answer", "answer_gets"):
+    for name in ("answer", "answer_gets", "resume"):
         assert callable(getattr(made, name))
     for name in ("feed", "next", "lone_get", "buffer"):
         assert hasattr(made.parser, name), name

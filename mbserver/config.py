@@ -11,12 +11,12 @@ import argparse
 import ipaddress
 import os
 import re
-import ssl
 import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from . import MEMCACHED_COMPAT_VERSION, __version__
+from .tls import TLSFilesError, server_context
 
 MIN_ITEM_SIZE = 1024
 MAX_ITEM_SIZE = 1 << 30
@@ -298,12 +298,9 @@ def parse_args(
             parser.error(f"no such file: {path}")
     if args.tls_cert:
         try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                args.tls_cert, args.tls_key
-            )
-        except (ssl.SSLError, OSError) as error:
-            reason = getattr(error, "reason", None) or error
-            parser.error(f"cannot use --tls-cert/--tls-key: {reason}")
+            server_context(args.tls_cert, args.tls_key)
+        except TLSFilesError as error:
+            parser.error(f"cannot use --tls-cert/--tls-key: {error}")
     return Settings(
         host=host,
         port=port,

@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import time
 from typing import Callable
 
@@ -30,6 +29,7 @@ from .rwlock import RWLock
 from .snapshot import Snapshots
 from .stats import Stats
 from .store import Store
+from .tls import server_context
 
 log = logging.getLogger("mbserver.server")
 
@@ -38,14 +38,6 @@ log = logging.getLogger("mbserver.server")
 # the listen backlog.
 REJECT_SLOTS = 64
 BACKLOG = 1024
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext:
-    """A server-side TLS context from --tls-cert and --tls-key (TLS 1.2 or later)."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    return context
 
 
 def format_address(host: str, port: int) -> str:
@@ -60,7 +52,7 @@ class Server:
         self.stats = Stats(clock)
         self.commands = Commands(self.store, self.lock, self.stats, settings)
         self.auth = Authenticator(settings.credentials) if settings.credentials else None
-        self.tls = tls_context(settings) if settings.tls_cert else None
+        self.tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
         self._ids = itertools.count(1)
         self._connections: dict[int, tuple[Connection, gevent.Greenlet]] = {}
         self._stopped = gevent.event.Event()

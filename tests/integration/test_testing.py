@@ -25,7 +25,7 @@ from mbserver import testing
 from mbserver.testing import ServerStartError, running_server, start_server
 
 from .support import REPO_ROOT, assert_server_gone, mbserver_children
-from .test_tls import make_cert
+from ..certs import make_cert
 
 pytestmark = pytest.mark.usefixtures("mbserver_only")
 

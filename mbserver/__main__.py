@@ -1,16 +1,15 @@
-"""`mbserver IP:PORT [options]` (or `python -m mbserver`): parse the command line, then serve.
+"""`mbserver [IP:PORT] [-s PATH] [options]` (or `python -m mbserver`): parse the command line, then serve.
 
 `main` is also the installed `mbserver` command's entry point, whose wrapper
 calls `sys.exit(main())` just as the last line here does.
 
-Exit status: 0 after a graceful stop, 1 if the address cannot be listened
-on, 2 for a usage error.
+Exit status: 0 after a graceful stop, 1 if the address or unix socket
+cannot be listened on, 2 for a usage error.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from .config import parse_args
@@ -32,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
     except OSError as error:
-        reason = os.strerror(error.errno) if error.errno else str(error)
+        reason = error.strerror or str(error)
         print(f"mbserver: cannot listen on {server.binding}: {reason}", file=sys.stderr)
         return 1
     server.serve_forever()

@@ -26,7 +26,7 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    host: str = "127.0.0.1"
+    host: str | None = "127.0.0.1"  # None: no TCP listener (only --unix-socket)
     port: int = 11211
     memory_limit: int = 64 << 20  # bytes
     max_item_size: int = 1 << 20  # bytes
@@ -43,6 +43,8 @@ class Settings:
     snapshot: str | None = None  # file for warm restarts; None = off
     snapshot_interval: float = 0.0  # seconds between periodic snapshots; 0 = only on stop
     metrics_port: int | None = None  # serve /metrics and /healthz here; None = off
+    unix_socket: str | None = None  # also (or only) listen on this unix socket path
+    unix_mask: int = 0o700  # permission bits of the unix socket file
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -115,6 +117,13 @@ def read_credentials(path: str) -> tuple[tuple[str, str], ...]:
     return tuple(users)
 
 
+def _mask(text: str) -> int:
+    """memcached's -a: permission bits in octal, such as 700 or 0770."""
+    if not re.fullmatch(r"0?[0-7]{1,3}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mask such as 700 or 0770")
+    return int(text, 8)
+
+
 def _size(text: str) -> int:
     try:
         return parse_size(text)
@@ -136,7 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "address",
         metavar="IP:PORT",
-        help="where to listen, e.g. 127.0.0.1:11211, 0.0.0.0:11211 or [::1]:11211",
+        nargs="?",
+        help="where to listen, e.g. 127.0.0.1:11211, 0.0.0.0:11211 or [::1]:11211 "
+        "(optional with --unix-socket)",
+    )
+    parser.add_argument(
+        "-s",
+        "--unix-socket",
+        metavar="PATH",
+        help="also listen on this unix socket (without IP:PORT, only there); "
+        "a stale socket file left by a crash is replaced",
+    )
+    parser.add_argument(
+        "-a",
+        "--unix-mask",
+        metavar="MASK",
+        type=_mask,
+        help="permissions of the unix socket file, in octal (default 700)",
     )
     parser.add_argument(
         "-m",
@@ -254,8 +279,6 @@ def _apply_environment(parser: argparse.ArgumentParser, environ: dict[str, str])
                 value = action.type(text) if action.type else text
             except argparse.ArgumentTypeError as error:
                 parser.error(f"{name}: {error}")
-        if not action.option_strings:  # the positional address
-            action.nargs = "?"
         action.default = value
 
 
@@ -267,10 +290,23 @@ def parse_args(
     parser = build_parser()
     _apply_environment(parser, environ)
     args = parser.parse_args(argv)
-    try:
-        host, port = parse_address(args.address)
-    except ValueError as error:
-        parser.error(f"bad address: {error}")
+    defaults = Settings()
+    host: str | None = None
+    port = defaults.port
+    if args.address is not None:
+        try:
+            host, port = parse_address(args.address)
+        except ValueError as error:
+            parser.error(f"bad address: {error}")
+    elif args.unix_socket is None:
+        parser.error("where to listen: give IP:PORT, --unix-socket PATH, or both")
+    if args.unix_socket == "":
+        parser.error("--unix-socket: the path is empty")
+    unix_mask = defaults.unix_mask
+    if args.unix_mask is not None:
+        if args.unix_socket is None:
+            parser.error("--unix-mask needs --unix-socket PATH")
+        unix_mask = args.unix_mask
     memory = args.memory_limit << 20
     if not MIN_ITEM_SIZE <= args.max_item_size <= MAX_ITEM_SIZE:
         parser.error(f"-I must be between {MIN_ITEM_SIZE} bytes and 1g")
@@ -317,4 +353,6 @@ def parse_args(
         snapshot=args.snapshot,
         snapshot_interval=args.snapshot_interval,
         metrics_port=args.metrics_port,
+        unix_socket=args.unix_socket,
+        unix_mask=unix_mask,
     )

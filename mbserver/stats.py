@@ -54,10 +54,11 @@ COUNTERS = (
 class ConnectionInfo:
     """What `stats conns` shows of one open connection."""
 
-    __slots__ = ("peer", "state", "last_cmd", "protocol")
+    __slots__ = ("peer", "state", "last_cmd", "protocol", "listen_addr")
 
     def __init__(self, peer: str, now: float):
         self.peer = peer
+        self.listen_addr = ""  # memcached's listen_addr line; set for unix clients
         self.state = "conn_new_cmd"
         self.last_cmd = now
         self.protocol = "unknown"
@@ -169,6 +170,8 @@ def conns_group(stats: Stats) -> Pairs:
     pairs: Pairs = []
     for ident, info in sorted(stats.connections.items()):
         pairs.append((f"{ident}:addr", info.peer))
+        if info.listen_addr:
+            pairs.append((f"{ident}:listen_addr", info.listen_addr))
         pairs.append((f"{ident}:protocol", info.protocol))
         pairs.append((f"{ident}:state", info.state))
         pairs.append((f"{ident}:secs_since_last_cmd", str(int(now - info.last_cmd))))

@@ -177,6 +177,7 @@ def test_a_unix_socket_alone(socket_path, no_leftovers):
         client = Client(socket_path)
         client.set("k", b"v", noreply=False)
         assert server.stats()["curr_items"] == 1
+        assert server.stats("settings")["domain_socket"] == socket_path
         server.flush()
         assert client.get("k") is None
         client.close()

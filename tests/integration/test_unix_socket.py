@@ -142,6 +142,9 @@ def test_alone_it_listens_on_no_port(launcher, path):
     server = launcher.start_unix(path)
     output = poll(server.output, lambda out: "listening on" in out, 5)
     assert f"listening on unix:{path} (" in output
+    settings = stats(path, b"settings")
+    assert settings["domain_socket"] == path
+    assert settings["inter"] == "NULL"  # as memcached with -s alone
 
 
 def test_with_an_address_it_listens_on_both(launcher, path):
@@ -181,6 +184,7 @@ def test_the_mask_is_applied(launcher, path, mask):
     launcher.start_unix(path, *([] if mask is None else ["-a", mask]))
     expected = 0o700 if mask is None else int(mask, 8)
     assert stat.S_IMODE(os.lstat(path).st_mode) == expected
+    assert stats(path, b"settings")["umask"] == f"{expected:o}"
 
 
 # -- the socket file's life ----------------------------------------------------------
@@ -302,11 +306,13 @@ def test_with_tls_the_socket_speaks_plain_text_as_memcached(
 # -- stats, compared with memcached ----------------------------------------------------
 
 
-def test_stats_conns_as_memcached(launcher, reference, path, sockdir):
+def test_stats_settings_and_conns_as_memcached(launcher, reference, path, sockdir):
     theirs_path = os.path.join(sockdir, "memcached.sock")
-    launcher.start_unix(path)
-    reference.start_unix(theirs_path)
+    launcher.start_unix(path, "-a", "0750")
+    reference.start_unix(theirs_path, "-a", "0750")
     for where in (path, theirs_path):
+        settings = stats(where, b"settings")
+        assert (settings["domain_socket"], settings["umask"]) == (where, "750")
         conns = stats(where, b"conns")
         # memcached also lists its listening socket; both show a unix
         # client the same way: no address of its own, and where it came in.

@@ -26,9 +26,11 @@ out, one at a time:
 ``Request("quit")`` writes nothing: close the connection. A line memcached
 would not buffer (over 2048 bytes with no newline, or no newline in its 16 KB
 read buffer, unless it is a get) raises ``ProtocolError``, with no reply:
-close. Nothing else closes: a bad data chunk, an oversized value (skipped as
-it arrives, never buffered) and every malformed command get memcached's
-reply and the stream goes on.
+close. So does an HTTP request line (``GET / HTTP/1.1``), as memcached hangs
+up on one without a byte (its defence against browsers and forged
+cross-protocol requests). Nothing else closes: a bad data chunk, an
+oversized value (skipped as it arrives, never buffered) and every malformed
+command get memcached's reply and the stream goes on.
 """
 
 from __future__ import annotations
@@ -114,6 +116,17 @@ _BAD_DELTA = b"CLIENT_ERROR invalid numeric delta argument"
 _BAD_DELETE = b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
 _OK = reply(b"OK")
 _SHUTDOWN = reply(b"ERROR: shutdown not enabled")
+
+# memcached's dispatch (process_command_ascii) sends a command line whose
+# name starts with one of these letters (or is any two-letter m...) down a
+# branch that answers an unknown name with ERROR; only the rest reach its
+# final branch, which hangs up when the last token starts with "HTTP/".
+_FAMILY_LETTERS = frozenset(b"gsacidt")
+# Names that memcached dispatches and mbserver does not know: ERROR, never
+# the HTTP hang-up.
+_MEMCACHED_ONLY = frozenset(
+    (b"lru_crawler", b"watch", b"lru", b"extstore", b"cache_memlimit", b"refresh_certs")
+)
 
 
 def _is_get_line(buf: bytes, pos: int) -> bool:
@@ -276,8 +289,22 @@ class TextParser(meta.MetaParsing):
             return ERROR
         handler = self._commands.get(tokens[0])
         if handler is None:
-            return ERROR
+            return self._unknown(tokens, ntokens)
         return handler(tokens, ntokens)
+
+    @staticmethod
+    def _unknown(tokens, ntokens):
+        """ERROR; or, for what looks like an HTTP request line, hang up
+        without a reply, exactly where memcached 1.6.18 does."""
+        name = tokens[0]
+        if (
+            tokens[ntokens - 2].startswith(b"HTTP/")
+            and name[0] not in _FAMILY_LETTERS
+            and not (name[0] == 0x6D and len(name) == 2)  # m.: a meta command's shape
+            and name not in _MEMCACHED_ONLY
+        ):
+            raise ProtocolError("an HTTP request line")
+        return ERROR
 
     @staticmethod
     def _fail(line: bytes, noreply: bool):

@@ -328,6 +328,15 @@ ERRORS = [
     (b"verbosity x\r\n", [BAD_FORMAT]),
     (b"verbosity -1\r\n", [BAD_FORMAT]),
     (b"verbosity 1 2 3\r\n", [ERROR]),
+    # Lines that look like HTTP but that memcached answers with ERROR.
+    (b"get / HTTP/1.0\r\n", [get(b"/", b"HTTP/1.0")]),
+    (b"status / HTTP/1.0\r\n", [ERROR]),  # an s... name: its "s" branch says ERROR
+    (b"mx / HTTP/1.1\r\n", [ERROR]),  # two letters from m: its meta branch
+    (b"lru_crawler / HTTP/1.1\r\n", [ERROR]),  # a name memcached knows
+    (b"GET / HTTP/1.0 noreply\r\n", [ERROR]),  # only the last token counts
+    (b"GET / http/1.0\r\n", [ERROR]),  # case matters
+    (b"GET\0 / HTTP/1.0\r\n", [ERROR]),  # the line ends at the NUL
+    (b"GET " + b"a " * 22 + b"HTTP/1.0\r\n", [ERROR]),  # past the 24th token
     (b"versionx\r\n", [ERROR]),
     (b"mx\r\n", [ERROR]),
     (b"mgx k\r\n", [ERROR]),
@@ -416,6 +425,40 @@ def test_a_data_block_may_hold_anything(size):
     value = b"get x\r\nset \x00\x80\r\n\n\r"
     data = b"set a 0 0 %d\r\n%b\r\nmn\r\n" % (len(value), value)
     assert parse(data, size) == [Request("set", b"a", value), MN]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"GET / HTTP/1.0\r\n",
+        b"POST /x HTTP/1.1\r\n",
+        b"GET / HTTP/1.0\n",
+        b"HTTP/1.1\r\n",
+        b"   GET   /   HTTP/1.0   \r\n",
+        b"foo bar HTTP/\r\n",
+        b"mxx HTTP/1\r\n",
+        b"GET / HTTP/1.0\0junk\r\n",
+        b"GET " + b"a " * 21 + b"HTTP/1.0\r\n",  # the 23rd token: still seen
+    ],
+)
+@pytest.mark.parametrize("size", WAYS)
+def test_an_http_request_line_closes_without_a_reply(line, size):
+    """As memcached 1.6.18 (compared live in tests/integration/test_http_hangup.py)."""
+    parser = TextParser()
+    with pytest.raises(ProtocolError) as raised:
+        for piece in pieces(line + b"Host: x\r\n\r\n", size):
+            parser.feed(piece)
+            while parser.next() is not None:
+                pass
+    assert raised.value.reply == b""
+
+
+def test_requests_before_an_http_line_are_still_parsed():
+    parser = TextParser()
+    parser.feed(b"version\r\nGET / HTTP/1.1\r\nversion\r\n")
+    assert parser.next() == Request("version")
+    with pytest.raises(ProtocolError):
+        parser.next()
 
 
 def test_a_line_without_newline_waits_up_to_2048_bytes_then_closes():
@@ -863,6 +906,8 @@ WORDS = st.sampled_from(
         b"stats",
         b"verbosity",
         b"version",
+        b"GET",
+        b"HTTP/1.1",
         b"mg",
         b"ms",
         b"md",

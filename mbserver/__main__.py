@@ -13,18 +13,16 @@ import logging
 import sys
 
 from .config import parse_args
-from .server import Server
-
-# Events (listening, signals, protocol and authentication errors) by default;
-# -v adds a line per connection.
-_LEVELS = {0: logging.INFO}
+from .server import Server, log_level
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
+    # Events (listening, signals, protocol and authentication errors) by
+    # default; -v adds a line per connection.
     logging.basicConfig(
         stream=sys.stdout,
-        level=_LEVELS.get(settings.verbosity, logging.DEBUG),
+        level=log_level(settings.verbosity),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     server = Server(settings)

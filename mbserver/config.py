@@ -45,6 +45,7 @@ class Settings:
     metrics_port: int | None = None  # serve /metrics and /healthz here; None = off
     unix_socket: str | None = None  # also (or only) listen on this unix socket path
     unix_mask: int = 0o700  # permission bits of the unix socket file
+    enable_shutdown: bool = False  # allow the text `shutdown` command (-A)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -122,6 +123,10 @@ def _mask(text: str) -> int:
     if not re.fullmatch(r"0?[0-7]{1,3}", text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an octal mask such as 700 or 0770")
     return int(text, 8)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def _size(text: str) -> int:
@@ -244,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM/SIGINT, how long busy clients get to finish (default 10)",
     )
     parser.add_argument(
+        "-A",
+        "--enable-shutdown",
+        action="store_true",
+        help="let clients stop the server with the text command `shutdown` "
+        "(a graceful stop, as SIGTERM)",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -270,7 +282,11 @@ def _apply_environment(parser: argparse.ArgumentParser, environ: dict[str, str])
         text = environ.get(name)
         if text is None or text == "":
             continue
-        if action.type is None and action.nargs == 0:  # a count (-v)
+        if isinstance(action, argparse._StoreTrueAction):  # a switch (-A)
+            if text.lower() not in _TRUE + _FALSE:
+                parser.error(f"{name}={text!r} is not 1/0, true/false, yes/no or on/off")
+            value = text.lower() in _TRUE
+        elif action.type is None and action.nargs == 0:  # a count (-v)
             if not _is_number(text):
                 parser.error(f"{name}={text!r} is not a whole number")
             value = int(text)
@@ -355,4 +371,5 @@ def parse_args(
         metrics_port=args.metrics_port,
         unix_socket=args.unix_socket,
         unix_mask=unix_mask,
+        enable_shutdown=args.enable_shutdown,
     )

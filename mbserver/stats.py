@@ -124,6 +124,7 @@ def settings_group(settings: Settings, stats: Stats) -> Pairs:
         ("evictions", "on"),
         ("domain_socket", settings.unix_socket or "NULL"),
         ("umask", f"{settings.unix_mask:o}"),
+        ("shutdown_command", "yes" if settings.enable_shutdown else "no"),
         ("cas_enabled", "yes"),
         ("item_size_max", str(settings.max_item_size)),
         ("binding_protocol", "binary"),

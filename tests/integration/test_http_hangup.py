@@ -36,6 +36,8 @@ NOT_HTTP = [
     b"lru_crawler HTTP/1.0\r\n",
     b"watch HTTP/1.0\r\n",
     b"extstore x HTTP/1.0\r\n",
+    b"refresh_certs HTTP/1.0\r\n",
+    b"cache_memlimit HTTP/1.0\r\n",
     b"verbosity HTTP/1.0\r\n",
     b"flush_all HTTP/1.0\r\n",
     b"bget HTTP/1.0\r\n",

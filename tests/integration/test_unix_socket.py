@@ -313,6 +313,7 @@ def test_stats_settings_and_conns_as_memcached(launcher, reference, path, sockdi
     for where in (path, theirs_path):
         settings = stats(where, b"settings")
         assert (settings["domain_socket"], settings["umask"]) == (where, "750")
+        assert settings["shutdown_command"] == "no"
         conns = stats(where, b"conns")
         # memcached also lists its listening socket; both show a unix
         # client the same way: no address of its own, and where it came in.

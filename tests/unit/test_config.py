@@ -223,12 +223,16 @@ class TestUsageErrors:
         assert "unrecognized" in usage_error(capsys, ["127.0.0.1:1", "--frobnicate"])
 
 
-class TestUnixSocket:
-    """-s/--unix-socket and -a/--unix-mask, as memcached's."""
+class TestUnixSocketAndShutdown:
+    """-s/--unix-socket, -a/--unix-mask and -A/--enable-shutdown, as memcached's."""
 
     def test_defaults(self):
         settings = parse_args(["127.0.0.1:1"])
-        assert (settings.unix_socket, settings.unix_mask) == (None, 0o700)
+        assert (settings.unix_socket, settings.unix_mask, settings.enable_shutdown) == (
+            None,
+            0o700,
+            False,
+        )
 
     def test_a_unix_socket_alone_listens_only_there(self):
         settings = parse_args(["-s", "/run/mb.sock"])
@@ -279,3 +283,20 @@ class TestUnixSocket:
             parse_args([], environ)
         assert caught.value.code == 2
         assert "MBSERVER_UNIX_MASK" in capsys.readouterr().err
+
+    def test_enable_shutdown(self):
+        assert parse_args(["127.0.0.1:1", "-A"]).enable_shutdown
+        assert parse_args(["127.0.0.1:1", "--enable-shutdown"]).enable_shutdown
+
+    @pytest.mark.parametrize(
+        "text, enabled",
+        [("1", True), ("true", True), ("YES", True), ("on", True), ("0", False), ("off", False)],
+    )
+    def test_enable_shutdown_from_the_environment(self, text, enabled):
+        settings = parse_args(["127.0.0.1:1"], {"MBSERVER_ENABLE_SHUTDOWN": text})
+        assert settings.enable_shutdown is enabled
+
+    def test_a_bad_switch_from_the_environment(self, capsys):
+        with pytest.raises(SystemExit):
+            parse_args(["127.0.0.1:1"], {"MBSERVER_ENABLE_SHUTDOWN": "maybe"})
+        assert "MBSERVER_ENABLE_SHUTDOWN" in capsys.readouterr().err

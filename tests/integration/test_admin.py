@@ -23,7 +23,7 @@ import tempfile
 import pytest
 
 from ..certs import make_cert
-from .support import Launcher, connect_unix
+from .support import connect_unix
 from .test_hostile_input import assert_clean_log, poll, read_until_closed
 from .textwire import connect, exchange, read_reply, silent, stats, until_closed
 
@@ -32,47 +32,39 @@ pytestmark = pytest.mark.usefixtures("mbserver_only")
 TIMEOUT = 15
 
 
-@pytest.fixture
-def ours():
-    launcher = Launcher("mbserver")
-    yield launcher
-    launcher.stop_all()
-
-
-@pytest.fixture
-def theirs():
-    launcher = Launcher("memcached")
-    yield launcher
-    launcher.stop_all()
+def assert_same_replies(servers, lines: list[bytes]) -> None:
+    for line in lines:
+        replies = [silent(server, line) for server in servers]
+        assert replies[0] == replies[1], line
 
 
 # -- shutdown ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("line", [b"shutdown", b"shutdown graceful", b"shutdown bogus"])
-def test_shutdown_is_refused_without_enable_shutdown(ours, theirs, line):
-    for server in (ours.start(), theirs.start()):
+def test_shutdown_is_refused_without_enable_shutdown(launcher, reference, line):
+    for server in (launcher.start(), reference.start()):
         assert silent(server, line + b"\r\n") == b"ERROR: shutdown not enabled\r\n"
         assert server.proc.poll() is None
 
 
 @pytest.mark.parametrize("line", [b"shutdown now", b"shutdown noreply", b"shutdown graceful 1"])
-def test_an_unknown_shutdown_mode(ours, theirs, line):
-    for server in (ours.start("-A"), theirs.start("-A")):
+def test_an_unknown_shutdown_mode(launcher, reference, line):
+    for server in (launcher.start("-A"), reference.start("-A")):
         assert silent(server, line + b"\r\n") == b"CLIENT_ERROR invalid shutdown mode\r\n"
 
 
 @pytest.mark.parametrize("line", [b"shutdown\r\n", b"shutdown graceful\r\n"])
-def test_shutdown_stops_the_server_like_sigterm(ours, theirs, line, tmp_path):
-    reference = theirs.start("-A")
-    assert until_closed(reference, line) == (b"", "eof")
-    assert reference.proc.wait(TIMEOUT) == 0
+def test_shutdown_stops_the_server_like_sigterm(launcher, reference, line, tmp_path):
+    theirs = reference.start("-A")
+    assert until_closed(theirs, line) == (b"", "eof")
+    assert theirs.proc.wait(TIMEOUT) == 0
 
     snapshot = tmp_path / "cache.snap"
     directory = tempfile.mkdtemp(prefix="mbu-")
     try:
         path = os.path.join(directory, "mb.sock")
-        server = ours.start("-A", "--unix-socket", path, "--snapshot", str(snapshot))
+        server = launcher.start("-A", "--unix-socket", path, "--snapshot", str(snapshot))
         assert exchange(server, b"set kept 0 0 4\r\nwarm\r\n") == b"STORED\r\n"
         idle = connect(server)  # another client, idle: closed by the stop
         assert until_closed(server, line) == (b"", "eof")
@@ -83,7 +75,7 @@ def test_shutdown_stops_the_server_like_sigterm(ours, theirs, line, tmp_path):
         assert "from a client; stopping" in output and "stopped" in output
         assert not os.path.exists(path)  # removed, as on SIGTERM
         assert snapshot.exists()  # written, as on SIGTERM
-        again = ours.start("--snapshot", str(snapshot))
+        again = launcher.start("--snapshot", str(snapshot))
         assert exchange(again, b"get kept\r\n", until=b"END\r\n") == (
             b"VALUE kept 0 4\r\nwarm\r\nEND\r\n"
         )
@@ -91,11 +83,11 @@ def test_shutdown_stops_the_server_like_sigterm(ours, theirs, line, tmp_path):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_shutdown_over_the_unix_socket(ours):
+def test_shutdown_over_the_unix_socket(launcher):
     directory = tempfile.mkdtemp(prefix="mbu-")
     try:
         path = os.path.join(directory, "mb.sock")
-        server = ours.start_unix(path, "-A")
+        server = launcher.start_unix(path, "-A")
         with connect_unix(path) as sock:
             sock.sendall(b"shutdown\r\n")
             assert read_until_closed(sock) == (b"", "eof")
@@ -124,15 +116,12 @@ MEMLIMIT_LINES = [
 ]
 
 
-def test_cache_memlimit_replies_as_memcached(ours, theirs):
-    servers = ours.start(), theirs.start()
-    for line in MEMLIMIT_LINES:
-        replies = [silent(server, line) for server in servers]
-        assert replies[0] == replies[1], line
+def test_cache_memlimit_replies_as_memcached(launcher, reference):
+    assert_same_replies((launcher.start(), reference.start()), MEMLIMIT_LINES)
 
 
-def test_cache_memlimit_evicts_down_to_the_new_limit(ours, theirs):
-    server = ours.start("-m", "64")
+def test_cache_memlimit_evicts_down_to_the_new_limit(launcher, reference):
+    server = launcher.start("-m", "64")
     value = b"v" * 1000
     with connect(server) as sock:
         batch = b"".join(
@@ -153,10 +142,10 @@ def test_cache_memlimit_evicts_down_to_the_new_limit(ours, theirs):
     assert exchange(server, b"get key:0\r\n", until=b"END\r\n") == b"END\r\n"
     assert "memory limit set to 8 MiB" in server.output()
     # memcached reports the new limit the same way.
-    reference = theirs.start("-m", "64")
-    assert exchange(reference, b"cache_memlimit 8\r\n") == b"OK\r\n"
-    assert stats(reference)["limit_maxbytes"] == str(8 << 20)
-    assert stats(reference, b"settings")["maxbytes"] == str(8 << 20)
+    theirs = reference.start("-m", "64")
+    assert exchange(theirs, b"cache_memlimit 8\r\n") == b"OK\r\n"
+    assert stats(theirs)["limit_maxbytes"] == str(8 << 20)
+    assert stats(theirs, b"settings")["maxbytes"] == str(8 << 20)
 
 
 # -- verbosity --------------------------------------------------------------------------------
@@ -172,19 +161,17 @@ VERBOSITY_LINES = [
 ]
 
 
-def test_verbosity_replies_as_memcached(ours, theirs):
-    servers = ours.start(), theirs.start()
-    for line in VERBOSITY_LINES:
-        replies = [silent(server, line) for server in servers]
-        assert replies[0] == replies[1], line
+def test_verbosity_replies_as_memcached(launcher, reference):
+    servers = launcher.start(), reference.start()
+    assert_same_replies(servers, VERBOSITY_LINES)
     for level, expected in ((b"5", "2"), (b"1", "1"), (b"0", "0")):
         for server in servers:
             assert silent(server, b"verbosity " + level + b"\r\n") == b"OK\r\n"
             assert stats(server, b"settings")["verbosity"] == expected, server.kind
 
 
-def test_verbosity_changes_the_log_level_live(ours):
-    server = ours.start()
+def test_verbosity_changes_the_log_level_live(launcher):
+    server = launcher.start()
     exchange(server, b"version\r\n")
     assert "connected (#" not in server.output()  # per-connection lines need -v
     assert exchange(server, b"verbosity 1\r\n") == b"OK\r\n"
@@ -222,16 +209,16 @@ def der(path) -> bytes:
     return ssl.PEM_cert_to_DER_cert(open(path).read())
 
 
-def tls_servers(ours, theirs, cert, key):
+def tls_servers(launcher, reference, cert, key):
     return (
-        ours.start("--tls-cert", str(cert), "--tls-key", str(key)),
-        theirs.start("-Z", "-o", f"ssl_chain_cert={cert},ssl_key={key}"),
+        launcher.start("--tls-cert", str(cert), "--tls-key", str(key)),
+        reference.start("-Z", "-o", f"ssl_chain_cert={cert},ssl_key={key}"),
     )
 
 
-def test_refresh_certs_as_memcached(ours, theirs, pairs):
+def test_refresh_certs_as_memcached(launcher, reference, pairs):
     (first, second), cert, key = pairs
-    servers = tls_servers(ours, theirs, cert, key)
+    servers = tls_servers(launcher, reference, cert, key)
     held = [connect(server, tls=True) for server in servers]
     try:
         for server in servers:
@@ -261,9 +248,9 @@ def test_refresh_certs_as_memcached(ours, theirs, pairs):
             sock.close()
 
 
-def test_a_key_that_does_not_match_keeps_the_old_pair(ours, theirs, pairs):
+def test_a_key_that_does_not_match_keeps_the_old_pair(launcher, reference, pairs):
     (first, second), cert, key = pairs
-    servers = tls_servers(ours, theirs, cert, key)
+    servers = tls_servers(launcher, reference, cert, key)
     shutil.copy(second[0], cert)  # the new certificate, the old key
     for server in servers:
         reply = exchange(server, b"refresh_certs\r\n", tls=True)
@@ -275,14 +262,14 @@ def test_a_key_that_does_not_match_keeps_the_old_pair(ours, theirs, pairs):
     assert_clean_log(servers[0])
 
 
-def test_refresh_certs_without_tls(ours, theirs):
-    for server in (ours.start(), theirs.start()):
+def test_refresh_certs_without_tls(launcher, reference):
+    for server in (launcher.start(), reference.start()):
         assert exchange(server, b"refresh_certs\r\n") == b"Error TLS not enabled\r\n"
 
 
-def test_sighup_reloads_the_certificate(ours, pairs):
+def test_sighup_reloads_the_certificate(launcher, pairs):
     (first, second), cert, key = pairs
-    server = ours.start("--tls-cert", str(cert), "--tls-key", str(key))
+    server = launcher.start("--tls-cert", str(cert), "--tls-key", str(key))
     held = connect(server, tls=True)
     try:
         shutil.copy(second[0], cert)
@@ -307,8 +294,8 @@ def test_sighup_reloads_the_certificate(ours, pairs):
     assert_clean_log(server)
 
 
-def test_sighup_without_tls_is_harmless(ours):
-    server = ours.start()
+def test_sighup_without_tls_is_harmless(launcher):
+    server = launcher.start()
     server.proc.send_signal(signal.SIGHUP)
     poll(server.output, lambda out: "SIGHUP" in out, 5)
     assert "received SIGHUP; no TLS certificate to reload" in server.output()

@@ -26,14 +26,12 @@ import pytest
 from pymemcache.client.base import Client
 
 from .. import packets as P
-from .support import REPO_ROOT, Launcher, connect_unix
+from .support import REPO_ROOT, connect_unix
+from .test_cli import TIMEOUT, run
 from .test_hostile_input import assert_clean_log, poll, read_until_closed
 from .textwire import parse_stats, read_reply
 
 pytestmark = pytest.mark.usefixtures("mbserver_only")
-
-TIMEOUT = 15
-
 
 @pytest.fixture
 def sockdir():
@@ -48,20 +46,6 @@ def path(sockdir) -> str:
     return os.path.join(sockdir, "mb.sock")
 
 
-@pytest.fixture
-def launcher():
-    launcher = Launcher("mbserver")
-    yield launcher
-    launcher.stop_all()
-
-
-@pytest.fixture
-def reference():
-    launcher = Launcher("memcached")
-    yield launcher
-    launcher.stop_all()
-
-
 def text(path: str, data: bytes, until: bytes = b"\r\n") -> bytes:
     """A text exchange over the unix socket at `path` (whatever else the server listens on)."""
     with connect_unix(path) as sock:
@@ -71,17 +55,6 @@ def text(path: str, data: bytes, until: bytes = b"\r\n") -> bytes:
 
 def stats(path: str, group: bytes = b"") -> dict[str, str]:
     return parse_stats(text(path, b"stats " + group + b"\r\n", until=b"END\r\n"))
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mbserver", *args],
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
 
 
 # -- clients ---------------------------------------------------------------------

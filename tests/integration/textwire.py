@@ -13,6 +13,7 @@ import socket
 import ssl
 
 from .support import connect_unix
+from .test_hostile_input import read_until_closed
 
 TIMEOUT = 5.0
 
@@ -68,12 +69,4 @@ def until_closed(server, data: bytes) -> tuple[bytes, str]:
     """Send data; everything the server sends until it closes, and how ("eof" or "reset")."""
     with connect(server) as sock:
         sock.sendall(data)
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(1 << 16)
-            except ConnectionResetError:
-                return b"".join(chunks), "reset"
-            if not chunk:
-                return b"".join(chunks), "eof"
-            chunks.append(chunk)
+        return read_until_closed(sock)

@@ -32,23 +32,28 @@ def test_a_good_pair(pair):
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
 
 
-def test_a_certificate_that_is_not_pem(pair, tmp_path):
-    _, key = pair
-    bad = tmp_path / "cert.pem"
-    bad.write_text("garbage\n")
+@pytest.mark.parametrize(
+    "which, content, why",
+    [
+        ("certificate chain", "garbage\n", "no certificate or crl found"),
+        ("certificate chain", None, "No such file or directory"),
+        ("key", "garbage\n", "no usable PEM data"),
+        ("key", None, "No such file or directory"),
+    ],
+)
+def test_a_file_that_does_not_load(pair, tmp_path, which, content, why):
+    """Not PEM, or missing: the message names the file, in memcached's words."""
+    cert, key = pair
+    bad = tmp_path / "bad.pem"
+    if content is not None:
+        bad.write_text(content)
+    if which == "key":
+        key = bad
+    else:
+        cert = bad
     with pytest.raises(TLSFilesError) as raised:
-        server_context(str(bad), str(key))
-    assert str(raised.value).startswith(f"Error loading the certificate chain: {bad} : ")
-
-
-def test_a_missing_certificate(pair, tmp_path):
-    _, key = pair
-    missing = tmp_path / "none.pem"
-    with pytest.raises(TLSFilesError) as raised:
-        server_context(str(missing), str(key))
-    assert str(raised.value) == (
-        f"Error loading the certificate chain: {missing} : No such file or directory"
-    )
+        server_context(str(cert), str(key))
+    assert str(raised.value) == f"Error loading the {which}: {bad} : {why}"
 
 
 def test_a_key_that_does_not_match(pair, other_pair):
@@ -57,20 +62,3 @@ def test_a_key_that_does_not_match(pair, other_pair):
     with pytest.raises(TLSFilesError) as raised:
         server_context(str(cert), str(other_key))
     assert str(raised.value) == f"Error loading the key: {other_key} : key values mismatch"
-
-
-def test_a_key_that_is_not_pem(pair, tmp_path):
-    cert, _ = pair
-    bad = tmp_path / "key.pem"
-    bad.write_text("garbage\n")
-    with pytest.raises(TLSFilesError) as raised:
-        server_context(str(cert), str(bad))
-    assert str(raised.value) == f"Error loading the key: {bad} : no usable PEM data"
-
-
-def test_a_missing_key(pair, tmp_path):
-    cert, _ = pair
-    missing = tmp_path / "none.pem"
-    with pytest.raises(TLSFilesError) as raised:
-        server_context(str(cert), str(missing))
-    assert str(raised.value) == f"Error loading the key: {missing} : No such file or directory"

@@ -2,8 +2,10 @@
 
 What lives here: the request and result types every protocol codec shares,
 and ``Commands.execute``, which takes the store lock, calls the store, counts
-the statistics, and releases the lock before returning. What does not: bytes
-on the wire (``protocol/``) and sockets (``connection``).
+the statistics, and releases the lock before returning; and ``Admin``, what
+the operator commands (shutdown, cache_memlimit, verbosity, refresh_certs)
+ask of the server, which implements it. What does not: bytes on the wire
+(``protocol/``), sockets (``connection``) and the server itself.
 
 The lock is held only around store calls, which never yield, so no greenlet
 can be holding it while it waits on a socket.
@@ -11,7 +13,8 @@ can be holding it while it waits on a socket.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import replace
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from . import stats as statsmod
 from .record import Item, unpack
@@ -76,6 +79,56 @@ class FlushRequest(NamedTuple):
     opaque: int = 0
 
     command = "flush"
+
+
+class AdminRequest(NamedTuple):
+    """An operator's command, which the server carries out (see ``Admin``).
+
+    ``command``: "shutdown", "cache_memlimit", "verbosity" or "refresh_certs".
+    """
+
+    command: str
+    number: int = 0  # cache_memlimit: megabytes; verbosity: the level
+    graceful: bool | None = False  # shutdown: "shutdown graceful"; None: an unknown mode
+    quiet: bool = False  # noreply
+    opcode: int = 0
+    opaque: int = 0
+
+
+class AdminResult(NamedTuple):
+    """What an operator's command did: ``status`` is one of the ADMIN_* names."""
+
+    status: str
+    message: str = ""  # ADMIN_FAILED: why (refresh_certs: memcached's words)
+
+
+ADMIN_OK = "ok"
+ADMIN_DISABLED = "disabled"  # shutdown without -A/--enable-shutdown
+ADMIN_BAD_MODE = "bad_mode"  # shutdown with a mode other than "graceful"
+ADMIN_FAILED = "failed"
+
+# memcached's MAX_VERBOSITY_LEVEL: `verbosity 5` sets 2.
+MAX_VERBOSITY = 2
+
+
+class Admin(Protocol):
+    """What the operator commands ask of the server. The server implements
+    it, so neither the command layer nor a codec ever reaches into the
+    server; a test hands ``Commands`` a fake."""
+
+    def shutdown(self, graceful: bool) -> None:
+        """Begin a graceful stop, as SIGTERM does; returns at once."""
+
+    def set_memory_limit(self, limit_bytes: int) -> None:
+        """Take a new -m and evict down to it before returning. May yield
+        between slices of evictions, never holding the store lock across."""
+
+    def set_verbosity(self, level: int) -> None:
+        """Log from now on as ``-v`` given ``level`` times would."""
+
+    def refresh_certs(self) -> str | None:
+        """Reload the TLS certificate and key from their files: None, or why
+        the running pair was kept (memcached's refresh_certs error line)."""
 
 
 class GetMany(NamedTuple):
@@ -157,16 +210,31 @@ RESULT_OK = Result(OK)
 # mg flags that make memcached hold the item locked and bump it only at the end.
 _LOCKED_FLAGS = frozenset("hlTNR")
 RESULT_NOT_FOUND = Result(NOT_FOUND)
+_ADMIN_OK = AdminResult(ADMIN_OK)
 
 
 class Commands:
-    """Executes requests against one store, under its lock, counting stats."""
+    """Executes requests against one store, under its lock, counting stats.
 
-    def __init__(self, store: ItemStore, lock: RWLock, stats: Stats, settings: Settings):
+    ``settings`` is the configuration as the stat groups report it: the
+    operator commands replace it with their changes (``cache_memlimit``'s
+    limit, ``verbosity``'s level). ``admin`` is the server, for those
+    commands; without one (a test of the store's commands) they fail.
+    """
+
+    def __init__(
+        self,
+        store: ItemStore,
+        lock: RWLock,
+        stats: Stats,
+        settings: Settings,
+        admin: Admin | None = None,
+    ):
         self.store = store
         self.lock = lock
         self.stats = stats
         self.settings = settings
+        self.admin = admin
         self._handlers = {
             "gat": self._gat,
             "touch": self._touch,
@@ -184,6 +252,10 @@ class Commands:
             "md": self._md,
             "ma": self._ma,
             "me": self._me,
+            "shutdown": self._shutdown,
+            "cache_memlimit": self._cache_memlimit,
+            "verbosity": self._verbosity,
+            "refresh_certs": self._refresh_certs,
         }
         for mode in _MODES:
             self._handlers[mode] = self._store
@@ -393,6 +465,33 @@ class Commands:
 
     def _nothing(self, request: Request) -> Result:
         return RESULT_OK
+
+    # -- operator commands (the server acts, through Admin) ---------------
+
+    def _shutdown(self, request: AdminRequest) -> AdminResult:
+        # memcached checks -A before it looks at the mode.
+        if not self.settings.enable_shutdown:
+            return AdminResult(ADMIN_DISABLED)
+        if request.graceful is None:
+            return AdminResult(ADMIN_BAD_MODE)
+        self.admin.shutdown(request.graceful)
+        return _ADMIN_OK
+
+    def _cache_memlimit(self, request: AdminRequest) -> AdminResult:
+        limit = request.number << 20
+        self.admin.set_memory_limit(limit)
+        self.settings = replace(self.settings, memory_limit=limit)
+        return _ADMIN_OK
+
+    def _verbosity(self, request: AdminRequest) -> AdminResult:
+        level = min(request.number, MAX_VERBOSITY)
+        self.admin.set_verbosity(level)
+        self.settings = replace(self.settings, verbosity=level)
+        return _ADMIN_OK
+
+    def _refresh_certs(self, request: AdminRequest) -> AdminResult:
+        problem = self.admin.refresh_certs()
+        return _ADMIN_OK if problem is None else AdminResult(ADMIN_FAILED, problem)
 
     # -- meta commands ---------------------------------------------------
 

@@ -11,12 +11,12 @@ import argparse
 import ipaddress
 import os
 import re
-import ssl
 import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from . import MEMCACHED_COMPAT_VERSION, __version__
+from .tls import TLSFilesError, server_context
 
 MIN_ITEM_SIZE = 1024
 MAX_ITEM_SIZE = 1 << 30
@@ -26,7 +26,7 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    host: str = "127.0.0.1"
+    host: str | None = "127.0.0.1"  # None: no TCP listener (only --unix-socket)
     port: int = 11211
     memory_limit: int = 64 << 20  # bytes
     max_item_size: int = 1 << 20  # bytes
@@ -43,6 +43,9 @@ class Settings:
     snapshot: str | None = None  # file for warm restarts; None = off
     snapshot_interval: float = 0.0  # seconds between periodic snapshots; 0 = only on stop
     metrics_port: int | None = None  # serve /metrics and /healthz here; None = off
+    unix_socket: str | None = None  # also (or only) listen on this unix socket path
+    unix_mask: int = 0o700  # permission bits of the unix socket file
+    enable_shutdown: bool = False  # allow the text `shutdown` command (-A)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -115,6 +118,17 @@ def read_credentials(path: str) -> tuple[tuple[str, str], ...]:
     return tuple(users)
 
 
+def _mask(text: str) -> int:
+    """memcached's -a: permission bits in octal, such as 700 or 0770."""
+    if not re.fullmatch(r"0?[0-7]{1,3}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mask such as 700 or 0770")
+    return int(text, 8)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _size(text: str) -> int:
     try:
         return parse_size(text)
@@ -136,7 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "address",
         metavar="IP:PORT",
-        help="where to listen, e.g. 127.0.0.1:11211, 0.0.0.0:11211 or [::1]:11211",
+        nargs="?",
+        help="where to listen, e.g. 127.0.0.1:11211, 0.0.0.0:11211 or [::1]:11211 "
+        "(optional with --unix-socket)",
+    )
+    parser.add_argument(
+        "-s",
+        "--unix-socket",
+        metavar="PATH",
+        help="also listen on this unix socket (without IP:PORT, only there); "
+        "a stale socket file left by a crash is replaced",
+    )
+    parser.add_argument(
+        "-a",
+        "--unix-mask",
+        metavar="MASK",
+        type=_mask,
+        help="permissions of the unix socket file, in octal (default 700)",
     )
     parser.add_argument(
         "-m",
@@ -219,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM/SIGINT, how long busy clients get to finish (default 10)",
     )
     parser.add_argument(
+        "-A",
+        "--enable-shutdown",
+        action="store_true",
+        help="let clients stop the server with the text command `shutdown` "
+        "(a graceful stop, as SIGTERM)",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -245,7 +282,11 @@ def _apply_environment(parser: argparse.ArgumentParser, environ: dict[str, str])
         text = environ.get(name)
         if text is None or text == "":
             continue
-        if action.type is None and action.nargs == 0:  # a count (-v)
+        if isinstance(action, argparse._StoreTrueAction):  # a switch (-A)
+            if text.lower() not in _TRUE + _FALSE:
+                parser.error(f"{name}={text!r} is not 1/0, true/false, yes/no or on/off")
+            value = text.lower() in _TRUE
+        elif action.type is None and action.nargs == 0:  # a count (-v)
             if not _is_number(text):
                 parser.error(f"{name}={text!r} is not a whole number")
             value = int(text)
@@ -254,8 +295,6 @@ def _apply_environment(parser: argparse.ArgumentParser, environ: dict[str, str])
                 value = action.type(text) if action.type else text
             except argparse.ArgumentTypeError as error:
                 parser.error(f"{name}: {error}")
-        if not action.option_strings:  # the positional address
-            action.nargs = "?"
         action.default = value
 
 
@@ -267,10 +306,23 @@ def parse_args(
     parser = build_parser()
     _apply_environment(parser, environ)
     args = parser.parse_args(argv)
-    try:
-        host, port = parse_address(args.address)
-    except ValueError as error:
-        parser.error(f"bad address: {error}")
+    defaults = Settings()
+    host: str | None = None
+    port = defaults.port
+    if args.address is not None:
+        try:
+            host, port = parse_address(args.address)
+        except ValueError as error:
+            parser.error(f"bad address: {error}")
+    elif args.unix_socket is None:
+        parser.error("where to listen: give IP:PORT, --unix-socket PATH, or both")
+    if args.unix_socket == "":
+        parser.error("--unix-socket: the path is empty")
+    unix_mask = defaults.unix_mask
+    if args.unix_mask is not None:
+        if args.unix_socket is None:
+            parser.error("--unix-mask needs --unix-socket PATH")
+        unix_mask = args.unix_mask
     memory = args.memory_limit << 20
     if not MIN_ITEM_SIZE <= args.max_item_size <= MAX_ITEM_SIZE:
         parser.error(f"-I must be between {MIN_ITEM_SIZE} bytes and 1g")
@@ -298,12 +350,9 @@ def parse_args(
             parser.error(f"no such file: {path}")
     if args.tls_cert:
         try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                args.tls_cert, args.tls_key
-            )
-        except (ssl.SSLError, OSError) as error:
-            reason = getattr(error, "reason", None) or error
-            parser.error(f"cannot use --tls-cert/--tls-key: {reason}")
+            server_context(args.tls_cert, args.tls_key)
+        except TLSFilesError as error:
+            parser.error(f"cannot use --tls-cert/--tls-key: {error}")
     return Settings(
         host=host,
         port=port,
@@ -320,4 +369,7 @@ def parse_args(
         snapshot=args.snapshot,
         snapshot_interval=args.snapshot_interval,
         metrics_port=args.metrics_port,
+        unix_socket=args.unix_socket,
+        unix_mask=unix_mask,
+        enable_shutdown=args.enable_shutdown,
     )

@@ -54,10 +54,11 @@ COUNTERS = (
 class ConnectionInfo:
     """What `stats conns` shows of one open connection."""
 
-    __slots__ = ("peer", "state", "last_cmd", "protocol")
+    __slots__ = ("peer", "state", "last_cmd", "protocol", "listen_addr")
 
     def __init__(self, peer: str, now: float):
         self.peer = peer
+        self.listen_addr = ""  # memcached's listen_addr line; set for unix clients
         self.state = "conn_new_cmd"
         self.last_cmd = now
         self.protocol = "unknown"
@@ -118,9 +119,12 @@ def settings_group(settings: Settings, stats: Stats) -> Pairs:
         ("maxbytes", str(settings.memory_limit)),
         ("maxconns", str(settings.max_connections)),
         ("tcpport", str(settings.port)),
-        ("inter", settings.host),
+        ("inter", settings.host or "NULL"),
         ("verbosity", str(settings.verbosity)),
         ("evictions", "on"),
+        ("domain_socket", settings.unix_socket or "NULL"),
+        ("umask", f"{settings.unix_mask:o}"),
+        ("shutdown_command", "yes" if settings.enable_shutdown else "no"),
         ("cas_enabled", "yes"),
         ("item_size_max", str(settings.max_item_size)),
         ("binding_protocol", "binary"),
@@ -169,6 +173,8 @@ def conns_group(stats: Stats) -> Pairs:
     pairs: Pairs = []
     for ident, info in sorted(stats.connections.items()):
         pairs.append((f"{ident}:addr", info.peer))
+        if info.listen_addr:
+            pairs.append((f"{ident}:listen_addr", info.listen_addr))
         pairs.append((f"{ident}:protocol", info.protocol))
         pairs.append((f"{ident}:state", info.state))
         pairs.append((f"{ident}:secs_since_last_cmd", str(int(now - info.last_cmd))))

@@ -158,6 +158,10 @@ class ItemStore(Protocol):
     def reset_counters(self) -> None:
         """Zero total_items, evictions and reclaimed (stats reset)."""
 
+    def shrink(self, limit_bytes: int, most: int) -> bool:
+        """Take a new memory limit (cache_memlimit), evicting at most ``most``
+        items per call toward it; True once the items fit."""
+
     # snapshots (mbserver/snapshot.py)
     def records(self) -> tuple[list[bytes], list[bytes]]:
         """Every key and its record, least recently used first (a read hold)."""

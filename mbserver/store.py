@@ -553,12 +553,22 @@ class Store:
         freeing one item per store would rescan them on every store.
         """
         target = self.limit_bytes - needed - (self.limit_bytes >> 8)
+        self._drop_oldest(self.bytes - target, len(self._items))
+        # A set never shrinks as keys leave it: after a bulk load has been
+        # read, its table would keep ~32 bytes per loaded item. Under memory
+        # pressure, rebuild it to its size.
+        unfetched = self._unfetched
+        if sys.getsizeof(unfetched) > 64 * len(unfetched) + (1 << 16):
+            self._unfetched = set(unfetched)
+
+    def _drop_oldest(self, excess: int, most: int) -> None:
+        """Evict least recently used items until ``excess`` bytes are freed
+        or ``most`` items are gone; an expired one counts as reclaimed."""
         now = self.clock()
         victims = []
         freed = 0
-        excess = self.bytes - target
         for key, rec in self._items.items():
-            if freed >= excess:
+            if freed >= excess or len(victims) >= most:
                 break
             victims.append((key, rec))
             freed += ITEM_OVERHEAD + len(key) + len(rec) - VALUE_OFFSET
@@ -568,12 +578,20 @@ class Store:
                 self.reclaimed += 1
             else:
                 self.evictions += 1
-        # A set never shrinks as keys leave it: after a bulk load has been
-        # read, its table would keep ~32 bytes per loaded item. Under memory
-        # pressure, rebuild it to its size.
-        unfetched = self._unfetched
-        if sys.getsizeof(unfetched) > 64 * len(unfetched) + (1 << 16):
-            self._unfetched = set(unfetched)
+
+    def shrink(self, limit_bytes: int, most: int) -> bool:
+        """Move toward a new memory limit (``cache_memlimit``): evict at most
+        ``most`` least recently used items; True once the items fit it.
+
+        Until they do, the limit the store enforces is what it holds, so a
+        store meanwhile evicts only room for itself (as at any full limit),
+        never the whole excess at once: the caller takes the lock per call
+        and lets other clients in between.
+        """
+        if self.bytes > limit_bytes:
+            self._drop_oldest(self.bytes - limit_bytes, most)
+        self.limit_bytes = max(limit_bytes, self.bytes)
+        return self.bytes <= limit_bytes
 
     # -- snapshots (mbserver/snapshot.py) ----------------------------------
 

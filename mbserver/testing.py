@@ -11,8 +11,10 @@ thin layer over this module), nor the server itself, which runs as
 
 A server starts on a port of its own choosing (port 0) and this module reads
 the port from its "listening on IP:PORT" log line, so two test runs never
-race for a port; a thread keeps reading its output after that, so a chatty
-server never blocks on a full pipe.
+race for a port; a server on a unix socket alone (``port=None,
+unix_socket=PATH``) is ready at its "listening on unix:PATH" line. A thread
+keeps reading its output after that, so a chatty server never blocks on a
+full pipe.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ LOG_LIMIT = 1 << 20  # bytes of output kept; older output is dropped
 # The server logs this once its socket listens (mbserver/server.py); the
 # address is the real one, so with port 0 it carries the chosen port.
 _LISTENING = re.compile(rb"\blistening on (?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+)):([0-9]+)\b")
+# ... or, without IP:PORT, on its unix socket alone.
+_LISTENING_UNIX = re.compile(rb"\blistening on unix:")
 _ERROR_LINE = re.compile(
     rb"(?:\A|\r\n)(?:ERROR|CLIENT_ERROR [^\r\n]*|SERVER_ERROR [^\r\n]*)\r\n\Z"
 )
@@ -132,7 +136,8 @@ class ServerProcess:
     """One mbserver subprocess: where it listens, what it printed, and how to stop it.
 
     ``credentials`` and ``tls`` tell ``flush()`` and ``stats()`` how to reach
-    a server that requires SASL or TLS.
+    a server that requires SASL or TLS; ``unix_socket``, that it listens on
+    one (``host`` and ``port`` stay empty if that is all it listens on).
     """
 
     def __init__(
@@ -141,10 +146,13 @@ class ServerProcess:
         env: Mapping[str, str],
         credentials: tuple[str, str] | None = None,
         tls: bool = False,
+        unix_socket: str | None = None,
     ) -> None:
         self.argv = argv
         self.host = ""
         self.port = 0
+        self.unix_socket = unix_socket
+        self._ready = False
         self._credentials = credentials
         self._tls = tls
         self._output = bytearray()
@@ -172,7 +180,10 @@ class ServerProcess:
 
     @property
     def address(self) -> str:
-        """``"127.0.0.1:PORT"`` (``"[::1]:PORT"`` for IPv6), as clients and Django take it."""
+        """``"127.0.0.1:PORT"`` (``"[::1]:PORT"`` for IPv6), as clients and Django take it;
+        the unix socket's path for a server that listens only there."""
+        if not self.port and self.unix_socket is not None:
+            return self.unix_socket
         return format_address(self.host, self.port)
 
     @property
@@ -189,7 +200,7 @@ class ServerProcess:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Return once the server listens; else stop it and raise ServerStartError."""
-        if self._settled.wait(timeout) and self.port:
+        if self._settled.wait(timeout) and self._ready:
             return
         if self._settled.is_set():  # the output ended: the server is exiting
             try:
@@ -235,7 +246,8 @@ class ServerProcess:
 
     def __repr__(self) -> str:
         state = "running" if self.returncode is None else f"exited {self.returncode}"
-        return f"<ServerProcess pid={self.pid} {self.address if self.port else 'starting'} {state}>"
+        where = self.address if self._ready else "starting"
+        return f"<ServerProcess pid={self.pid} {where} {state}>"
 
     def _drain(self) -> None:
         """Read the output until it ends: keep it, and spot the listening line."""
@@ -246,10 +258,14 @@ class ServerProcess:
                 if excess > 0:
                     del self._output[:excess]
                     self._dropped += excess
-            if not self.port:
+            if not self._ready:
                 address = parse_listening(line)
                 if address is not None:
                     self.host, self.port = address
+                    self._ready = True
+                elif self.unix_socket is not None and _LISTENING_UNIX.search(line):
+                    self._ready = True
+                if self._ready:
                     self._settled.set()
         self._proc.stdout.close()
         self._settled.set()
@@ -259,10 +275,26 @@ class ServerProcess:
         self._reader.join(STOP_TIMEOUT)
         _live.discard(self)
 
+    def _connect(self) -> socket.socket:
+        if self.port:
+            return socket.create_connection((self.host, self.port), timeout=CLIENT_TIMEOUT)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CLIENT_TIMEOUT)
+        try:
+            sock.connect(self.unix_socket)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
     def _request(self, command: bytes, until: bytes = b"\r\n") -> bytes:
-        """One text command on a fresh connection, over TLS and authenticated as needed."""
-        with socket.create_connection((self.host, self.port), timeout=CLIENT_TIMEOUT) as raw:
-            sock = _client_tls().wrap_socket(raw) if self._tls else raw
+        """One text command on a fresh connection, over TLS and authenticated as needed.
+
+        Over IP:PORT when the server has one; else its unix socket, where
+        the server speaks plain text even with TLS (as memcached does).
+        """
+        with self._connect() as raw:
+            sock = _client_tls().wrap_socket(raw) if self._tls and self.port else raw
             if self._credentials:
                 user, password = self._credentials
                 token = f"{user} {password}".encode()
@@ -298,7 +330,7 @@ def start_server(
     *,
     args: Sequence[str] = (),
     host: str = "127.0.0.1",
-    port: int = 0,
+    port: int | None = 0,
     username: str | None = None,
     password: str | None = None,
     env: Mapping[str, str] | None = None,
@@ -309,17 +341,16 @@ def start_server(
 
     ``options`` are the server's command-line options by their long names
     (``memory_limit=8``, ``max_item_size="2m"``, ``auth_file=path``,
-    ``tls_cert=cert, tls_key=key``, ``verbose=True``); ``args`` are further
-    arguments as they would be typed. ``username`` and ``password`` turn on
-    SASL. ``env`` adds environment variables. A bad option raises
+    ``tls_cert=cert, tls_key=key``, ``unix_socket=path``, ``verbose=True``);
+    ``args`` are further arguments as they would be typed. ``port=None``
+    leaves out IP:PORT (with ``unix_socket``: a server on that socket
+    alone). ``username`` and ``password`` turn on SASL. ``env`` adds environment variables. A bad option raises
     ServerStartError carrying the server's usage message. ``flush()`` and
     ``stats()`` know to authenticate and use TLS from ``username``/``password``,
     ``auth_file`` and ``tls_cert`` (not from the same options given in ``args``).
     """
-    argv = [
-        sys.executable, "-m", "mbserver", format_address(host, port),
-        *option_arguments(options), *args,
-    ]
+    address = [] if port is None else [format_address(host, port)]
+    argv = [sys.executable, "-m", "mbserver", *address, *option_arguments(options), *args]
     credentials = None
     if username is not None and password is not None:
         credentials = (username, password)
@@ -331,6 +362,7 @@ def start_server(
         server_environment(os.environ, username, password, env),
         credentials=credentials,
         tls=bool(options.get("tls_cert")),
+        unix_socket=os.fspath(options["unix_socket"]) if options.get("unix_socket") else None,
     )
     server.wait_ready(ready_timeout)
     return server

@@ -106,7 +106,8 @@ class Answering:
 
     A protocol sets ``WRITERS`` (command name → ``writer(request, result,
     out)``), fills ``_own`` with the requests it answers without the
-    command layer (SASL, canned replies), and writes ``_before_auth`` and
+    command layer (SASL, canned replies) or around it (text ``shutdown``,
+    which closes the connection), and writes ``_before_auth`` and
     ``answer_gets``.
     """
 

@@ -19,16 +19,19 @@ out, one at a time:
 - ``commands.Request`` for the classic commands, with the command layer's
   names (text ``cas`` is a ``replace`` carrying a CAS; ``noreply`` is
   ``quiet``); ``StatsRequest`` and ``FlushRequest`` for stats and
-  flush_all; ``MetaRequest`` for mg, ms, md, ma, me;
-- ``ascii.Reply`` for what the codec answers itself (errors, ``verbosity``,
-  ``mn``).
+  flush_all; ``MetaRequest`` for mg, ms, md, ma, me; ``AdminRequest`` for
+  the operator commands shutdown, cache_memlimit, verbosity, refresh_certs;
+- ``ascii.Reply`` for what the codec answers itself (errors, ``mn``).
 
-``Request("quit")`` writes nothing: close the connection. A line memcached
-would not buffer (over 2048 bytes with no newline, or no newline in its 16 KB
-read buffer, unless it is a get) raises ``ProtocolError``, with no reply:
-close. Nothing else closes: a bad data chunk, an oversized value (skipped as
-it arrives, never buffered) and every malformed command get memcached's
-reply and the stream goes on.
+``Request("quit")`` writes nothing: close the connection; so does a
+``shutdown`` the server accepts. A line memcached would not buffer (over
+2048 bytes with no newline, or no newline in its 16 KB read buffer, unless
+it is a get) raises ``ProtocolError``, with no reply: close. So does an
+HTTP request line (``GET / HTTP/1.1``), as memcached hangs up on one without
+a byte (its defence against browsers and forged cross-protocol requests).
+Nothing else closes: a bad data chunk, an oversized value (skipped as it
+arrives, never buffered) and every malformed command get memcached's reply
+and the stream goes on.
 """
 
 from __future__ import annotations
@@ -38,7 +41,19 @@ from itertools import repeat
 from typing import NamedTuple
 
 from .. import PROTOCOL_VERSION
-from ..commands import NO_CAS_MATCH, FlushRequest, GetMany, Request, Result, StatsRequest
+from ..commands import (
+    ADMIN_BAD_MODE,
+    ADMIN_DISABLED,
+    ADMIN_OK,
+    NO_CAS_MATCH,
+    AdminRequest,
+    AdminResult,
+    FlushRequest,
+    GetMany,
+    Request,
+    Result,
+    StatsRequest,
+)
 from ..record import (
     CAS,
     CAS_OFFSET,
@@ -112,8 +127,19 @@ _GETS = TextGets(cas=True)
 _BAD_EXPTIME = b"CLIENT_ERROR invalid exptime argument"
 _BAD_DELTA = b"CLIENT_ERROR invalid numeric delta argument"
 _BAD_DELETE = b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
-_OK = reply(b"OK")
-_SHUTDOWN = reply(b"ERROR: shutdown not enabled")
+_MEMLIMIT_TOO_SMALL = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m"
+_MEMLIMIT_TOO_LARGE = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"
+MIN_MEMLIMIT = 8  # MiB: memcached's floor for cache_memlimit
+MAX_MEMLIMIT = 1_000_000_000  # MiB: above this memcached takes it for bytes
+
+# memcached's dispatch (process_command_ascii) sends a command line whose
+# name starts with one of these letters (or is any two-letter m...) down a
+# branch that answers an unknown name with ERROR; only the rest reach its
+# final branch, which hangs up when the last token starts with "HTTP/".
+_FAMILY_LETTERS = frozenset(b"gsacidt")
+# Names that memcached dispatches and mbserver does not know: ERROR, never
+# the HTTP hang-up.
+_MEMCACHED_ONLY = frozenset((b"lru_crawler", b"watch", b"lru", b"extstore"))
 
 
 def _is_get_line(buf: bytes, pos: int) -> bool:
@@ -161,6 +187,8 @@ class TextParser(meta.MetaParsing):
             b"verbosity": self._verbosity,
             b"quit": self._quit,
             b"shutdown": self._shutdown,
+            b"cache_memlimit": self._cache_memlimit,
+            b"refresh_certs": self._refresh_certs,
             b"mg": self._mg,
             b"ms": self._ms,
             b"md": self._md,
@@ -281,8 +309,22 @@ class TextParser(meta.MetaParsing):
             return ERROR
         handler = self._commands.get(tokens[0])
         if handler is None:
-            return ERROR
+            return self._unknown(tokens, ntokens)
         return handler(tokens, ntokens)
+
+    @staticmethod
+    def _unknown(tokens, ntokens):
+        """ERROR; or, for what looks like an HTTP request line, hang up
+        without a reply, exactly where memcached 1.6.18 does."""
+        name = tokens[0]
+        if (
+            tokens[ntokens - 2].startswith(b"HTTP/")
+            and name[0] not in _FAMILY_LETTERS
+            and not (name[0] == 0x6D and len(name) == 2)  # m.: a meta command's shape
+            and name not in _MEMCACHED_ONLY
+        ):
+            raise ProtocolError("an HTTP request line")
+        return ERROR
 
     @staticmethod
     def _fail(line: bytes, noreply: bool):
@@ -455,19 +497,46 @@ class TextParser(meta.MetaParsing):
     def _version(self, tokens, ntokens):
         return Request("version")
 
+    def _quit(self, tokens, ntokens):
+        return Request("quit")
+
+    # operator commands
+
     def _verbosity(self, tokens, ntokens):
         if ntokens not in (3, 4):
             return ERROR
         noreply = self._noreply(tokens, ntokens)
-        if strtoul32(tokens[1]) is None:
+        level = strtoul32(tokens[1])
+        if level is None:
             return self._fail(BAD_FORMAT, noreply)
-        return AGAIN if noreply else _OK
-
-    def _quit(self, tokens, ntokens):
-        return Request("quit")
+        return AdminRequest("verbosity", level, quiet=noreply)
 
     def _shutdown(self, tokens, ntokens):
-        return _SHUTDOWN  # as memcached started without --enable-shutdown
+        # No noreply: memcached reads "shutdown noreply" as an unknown mode.
+        if ntokens == 2:
+            graceful = False
+        elif ntokens == 3 and tokens[1] == b"graceful":
+            graceful = True
+        else:
+            graceful = None
+        return AdminRequest("shutdown", graceful=graceful)
+
+    def _cache_memlimit(self, tokens, ntokens):
+        if ntokens not in (3, 4):
+            return ERROR
+        noreply = self._noreply(tokens, ntokens)
+        megabytes = strtoul32(tokens[1])
+        if megabytes is None:
+            return AGAIN if noreply else ERROR  # not CLIENT_ERROR, as memcached
+        if megabytes < MIN_MEMLIMIT:
+            return self._fail(_MEMLIMIT_TOO_SMALL, noreply)
+        if megabytes > MAX_MEMLIMIT:
+            return self._fail(_MEMLIMIT_TOO_LARGE, noreply)
+        return AdminRequest("cache_memlimit", megabytes, quiet=noreply)
+
+    def _refresh_certs(self, tokens, ntokens):
+        # memcached takes any arguments, and a last "noreply" silences only OK.
+        return AdminRequest("refresh_certs", quiet=self._noreply(tokens, ntokens))
 
 
 # -- writing ----------------------------------------------------------------
@@ -606,6 +675,22 @@ def _write_version(request: Request, result: Result, out: list) -> int:
     return put(out, _VERSION)
 
 
+def _write_admin(request: AdminRequest, result: AdminResult, out: list) -> int:
+    """OK (unless noreply) or memcached's refusal; an accepted shutdown
+    writes nothing (``TextProtocol`` closes the connection)."""
+    status = result.status
+    if status == ADMIN_OK:
+        if request.quiet or request.command == "shutdown":
+            return 0
+        return put(out, b"OK\r\n")
+    if status == ADMIN_DISABLED:
+        return put(out, b"ERROR: shutdown not enabled\r\n")
+    if status == ADMIN_BAD_MODE:
+        return put(out, b"CLIENT_ERROR invalid shutdown mode\r\n")
+    # refresh_certs: memcached sends its error line even after noreply.
+    return put(out, result.message.encode("utf-8", "replace") + CRLF)
+
+
 def _write_nothing(request: Request, result: Result, out: list) -> int:
     return 0  # quit: the connection closes
 
@@ -628,6 +713,10 @@ _WRITERS = {
     "stats": _write_stats,
     "version": _write_version,
     "quit": _write_nothing,
+    "shutdown": _write_admin,
+    "cache_memlimit": _write_admin,
+    "verbosity": _write_admin,
+    "refresh_certs": _write_admin,
     "reply": _write_reply,
     **meta.WRITERS,
 }
@@ -658,10 +747,18 @@ class TextProtocol(Answering):
         # Until a client has authenticated, every request goes the long way.
         self.lone_get = self.parser.lone_get if auth is None else None
         self._own["reply"] = self._canned
+        self._own["shutdown"] = self._shutdown
 
     @staticmethod
     def _canned(request: Reply, out: list) -> int:
         return put(out, request.data)
+
+    def _shutdown(self, request: AdminRequest, out: list) -> int:
+        result = self.commands.execute(request)
+        if result.status == ADMIN_OK:
+            # As memcached: the connection that asked closes without a reply.
+            self.closing = True
+        return _write_admin(request, result, out)
 
     def answer_gets(self, run: GetMany, out: list, pending: int) -> int:
         if not self.authenticated:

@@ -2,7 +2,9 @@
 
 `start_server(*args)` starts `python -m mbserver 127.0.0.1:PORT *args` (or
 memcached, with MBSERVER_IT_TARGET=memcached); `server` is one shared
-default instance per test module; `memcached` is the reference server.
+default instance per test module; `memcached` is the reference server;
+`launcher` and `reference` are a test's own Launchers of mbserver and
+memcached (for `start_unix`, and servers side by side).
 Every test collected from this folder is marked `integration`.
 """
 
@@ -35,6 +37,22 @@ def start_server():
     """Factory: `start_server("-m", "1")` → a running ServerProcess, stopped after the test."""
     launcher = Launcher(TARGET)
     yield launcher.start
+    launcher.stop_all()
+
+
+@pytest.fixture
+def launcher() -> Launcher:
+    """mbserver's Launcher for this test: `.start(*args)`, `.start_unix(path, *args)`."""
+    launcher = Launcher("mbserver")
+    yield launcher
+    launcher.stop_all()
+
+
+@pytest.fixture
+def reference() -> Launcher:
+    """The reference memcached's Launcher for this test."""
+    launcher = Launcher("memcached")
+    yield launcher
     launcher.stop_all()
 
 

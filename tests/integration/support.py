@@ -1,8 +1,8 @@
 """Start and stop server processes for the integration tests.
 
 `Launcher` runs either mbserver (`python -m mbserver`) or the reference
-memcached on a free loopback port, waits until it accepts connections and
-stops everything it started.  Fixtures wrapping it live in `conftest.py`.
+memcached on a free loopback port (or, with `start_unix`, on a unix socket
+alone), waits until it accepts connections and stops everything it started.  Fixtures wrapping it live in `conftest.py`.
 
 Set MBSERVER_IT_TARGET=memcached to run the mbserver-facing tests against the
 real memcached instead: that is how the expectations themselves are checked.
@@ -64,6 +64,16 @@ def memcached_argv(host: str, port: int, args: tuple[str, ...]) -> list[str]:
     return [require_tool("memcached"), *user, "-l", host, "-p", str(port), "-U", "0", *args]
 
 
+def mbserver_unix_argv(path: str, args: tuple[str, ...]) -> list[str]:
+    return [sys.executable, "-m", "mbserver", "--unix-socket", path, *args]
+
+
+def memcached_unix_argv(path: str, args: tuple[str, ...]) -> list[str]:
+    # memcached's -s turns off its TCP (and UDP) listeners.
+    user = ["-u", "root"] if os.geteuid() == 0 else []
+    return [require_tool("memcached"), *user, "-s", path, *args]
+
+
 @dataclass
 class ServerProcess:
     host: str
@@ -72,6 +82,7 @@ class ServerProcess:
     argv: list[str]
     log_dir: Path
     kind: str = "mbserver"
+    unix_socket: str | None = None  # started by Launcher.start_unix
 
     @property
     def address(self) -> str:
@@ -106,6 +117,25 @@ def _accepts(host: str, port: int) -> bool:
         return False
 
 
+def connect_unix(path: str, timeout: float = 5.0) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _accepts_unix(path: str) -> bool:
+    try:
+        connect_unix(path, 0.5).close()
+        return True
+    except OSError:
+        return False
+
+
 @dataclass
 class Launcher:
     """Starts servers of one kind and remembers them so `stop_all` can end them."""
@@ -133,13 +163,29 @@ class Launcher:
             f"argv: {server.argv}\nexit code: {server.proc.returncode}\n{last_error}"
         )
 
-    def _spawn(self, argv: list[str], host: str, port: int) -> ServerProcess:
+    def start_unix(
+        self, path: str, *args: str, ready_timeout: float = READY_TIMEOUT
+    ) -> ServerProcess:
+        """A server listening on the unix socket `path` alone."""
+        argv_for = mbserver_unix_argv if self.kind == "mbserver" else memcached_unix_argv
+        server = self._spawn(argv_for(path, args), "", 0, unix_socket=path)
+        if not self._wait_ready(server, ready_timeout):
+            server.stop()
+            pytest.fail(
+                f"{self.kind} did not start on unix:{path} within {ready_timeout}s:\n"
+                f"argv: {server.argv}\nexit code: {server.proc.returncode}\n{server.output()}"
+            )
+        return server
+
+    def _spawn(
+        self, argv: list[str], host: str, port: int, unix_socket: str | None = None
+    ) -> ServerProcess:
         log_dir = Path(tempfile.mkdtemp(prefix=f"{self.kind}-{port}-"))
         with open(log_dir / "stdout", "wb") as out, open(log_dir / "stderr", "wb") as err:
             proc = subprocess.Popen(
                 argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err
             )
-        server = ServerProcess(host, port, proc, argv, log_dir, self.kind)
+        server = ServerProcess(host, port, proc, argv, log_dir, self.kind, unix_socket)
         self.started.append(server)
         return server
 
@@ -149,7 +195,10 @@ class Launcher:
         while time.monotonic() < deadline:
             if server.proc.poll() is not None:
                 return False
-            if _accepts(server.host, server.port):
+            if server.unix_socket is not None:
+                if _accepts_unix(server.unix_socket):
+                    return True
+            elif _accepts(server.host, server.port):
                 return True
             time.sleep(0.05)
         return False

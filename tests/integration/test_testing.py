@@ -11,10 +11,12 @@ pytest fixtures (test_pytest_plugin.py).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import bmemcached
@@ -25,7 +27,7 @@ from mbserver import testing
 from mbserver.testing import ServerStartError, running_server, start_server
 
 from .support import REPO_ROOT, assert_server_gone, mbserver_children
-from .test_tls import make_cert
+from ..certs import make_cert
 
 pytestmark = pytest.mark.usefixtures("mbserver_only")
 
@@ -156,6 +158,45 @@ def test_tls(tmp_path):
     cert, key = make_cert(tmp_path)
     with running_server(tls_cert=cert, tls_key=key) as server:
         assert ", TLS" in server.log()
+        assert server.stats()["curr_connections"] >= 1
+        server.flush()
+
+
+@pytest.fixture
+def socket_path():
+    directory = tempfile.mkdtemp(prefix="mbu-")  # short: a socket path has at most 107 bytes
+    yield os.path.join(directory, "mb.sock")
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_unix_socket_alone(socket_path, no_leftovers):
+    with running_server(port=None, unix_socket=socket_path) as server:
+        assert (server.host, server.port) == ("", 0)
+        assert server.address == socket_path
+        assert f"<ServerProcess pid={server.pid} {socket_path} running>" == repr(server)
+        client = Client(socket_path)
+        client.set("k", b"v", noreply=False)
+        assert server.stats()["curr_items"] == 1
+        assert server.stats("settings")["domain_socket"] == socket_path
+        server.flush()
+        assert client.get("k") is None
+        client.close()
+    assert server.returncode == 0
+    assert not os.path.exists(socket_path)
+
+
+def test_a_unix_socket_beside_the_port(socket_path):
+    with running_server(unix_socket=socket_path) as server:
+        assert server.port and server.address == f"127.0.0.1:{server.port}"
+        client = Client(socket_path)
+        client.set("k", b"v", noreply=False)
+        client.close()
+        assert server.stats()["curr_items"] == 1  # over TCP
+
+
+def test_tls_with_a_unix_socket_alone_talks_plain_text_there(socket_path, tmp_path):
+    cert, key = make_cert(tmp_path)
+    with running_server(port=None, unix_socket=socket_path, tls_cert=cert, tls_key=key) as server:
         assert server.stats()["curr_connections"] >= 1
         server.flush()
 

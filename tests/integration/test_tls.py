@@ -1,8 +1,7 @@
 """TLS: --tls-cert/--tls-key with python-binary-memcached, plaintext and stalled clients.
 
-What lives here: a throwaway self-signed certificate for 127.0.0.1 (made with
-the `cryptography` package when it is installed, else with `openssl req`);
-python-binary-memcached with a `tls_context` doing set/get, a 500 KiB value,
+What lives here: a throwaway self-signed certificate for 127.0.0.1
+(tests/certs.py); python-binary-memcached with a `tls_context` doing set/get, a 500 KiB value,
 a 500-key get_multi, and SASL over TLS; a plaintext client on the TLS port
 is closed at once while TLS clients carry on; clients that never finish the
 handshake are closed after the 10 s handshake timeout without holding up
@@ -14,8 +13,6 @@ What does not: SASL itself (test_auth.py).
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import socket
 import ssl
@@ -28,6 +25,7 @@ import bmemcached
 import pytest
 
 from .. import packets as P
+from ..certs import make_cert, make_cert_with_openssl
 from .support import REPO_ROOT, TARGET, Launcher
 from .test_hostile_input import assert_clean_log, poll, read_until_closed
 
@@ -35,87 +33,6 @@ pytestmark = pytest.mark.usefixtures("mbserver_only")
 
 HANDSHAKE_TIMEOUT = 10.0  # mbserver.connection.TLS_HANDSHAKE_TIMEOUT
 MIB = 1 << 20
-
-
-def make_cert_with_cryptography(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-def make_cert_with_openssl(openssl: str, directory: Path) -> tuple[Path, Path]:
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            str(key_path),
-            "-out",
-            str(cert_path),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    return cert_path, key_path
-
-
-def make_cert(directory: Path) -> tuple[Path, Path]:
-    try:
-        import cryptography  # noqa: F401
-    except ImportError:
-        from .support import require_tool  # what the `tool` fixture does, usable anywhere
-
-        return make_cert_with_openssl(require_tool("openssl"), directory)
-    return make_cert_with_cryptography(directory)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
-"""Shared helpers for the unit tests: a movable clock and wire-format builders.
+"""Shared helpers for the unit tests: a movable clock, a fake server, wire-format builders.
 
 What lives here: ``FakeClock`` (tests move time instead of sleeping) as the
-``clock`` fixture, and ``wire``: tests/packets.py, which builds request
-packets and parses responses with no sockets. Every test collected from this folder is marked ``unit``.
+``clock`` fixture; ``FakeAdmin``, a stand-in for the server behind the
+operator commands (``commands.Admin``) that records what it was asked; and
+``wire``: tests/packets.py, which builds request packets and parses
+responses with no sockets. Every test collected from this folder is marked ``unit``.
 What does not: anything that starts a server (see tests/integration).
 """
 
@@ -39,6 +41,35 @@ class FakeClock:
     def advance(self, seconds: float) -> float:
         self.now += seconds
         return self.now
+
+
+class FakeAdmin:
+    """``commands.Admin`` without a server: records each call in ``calls``.
+
+    ``set_memory_limit`` shrinks ``store`` (when given) as the server does,
+    in one go; ``refresh_certs`` answers ``certs_problem``.
+    """
+
+    def __init__(self, store=None, certs_problem: str | None = None):
+        self.store = store
+        self.certs_problem = certs_problem
+        self.calls: list[tuple] = []
+
+    def shutdown(self, graceful: bool) -> None:
+        self.calls.append(("shutdown", graceful))
+
+    def set_memory_limit(self, limit_bytes: int) -> None:
+        self.calls.append(("set_memory_limit", limit_bytes))
+        if self.store is not None:
+            while not self.store.shrink(limit_bytes, 1000):
+                pass
+
+    def set_verbosity(self, level: int) -> None:
+        self.calls.append(("set_verbosity", level))
+
+    def refresh_certs(self) -> str | None:
+        self.calls.append(("refresh_certs",))
+        return self.certs_problem
 
 
 @pytest.fixture

@@ -221,3 +221,82 @@ class TestUsageErrors:
 
     def test_unknown_option(self, capsys):
         assert "unrecognized" in usage_error(capsys, ["127.0.0.1:1", "--frobnicate"])
+
+
+class TestUnixSocketAndShutdown:
+    """-s/--unix-socket, -a/--unix-mask and -A/--enable-shutdown, as memcached's."""
+
+    def test_defaults(self):
+        settings = parse_args(["127.0.0.1:1"])
+        assert (settings.unix_socket, settings.unix_mask, settings.enable_shutdown) == (
+            None,
+            0o700,
+            False,
+        )
+
+    def test_a_unix_socket_alone_listens_only_there(self):
+        settings = parse_args(["-s", "/run/mb.sock"])
+        assert settings.unix_socket == "/run/mb.sock"
+        assert settings.host is None  # no TCP listener
+        assert settings.unix_mask == 0o700
+
+    def test_a_unix_socket_and_an_address_listen_on_both(self):
+        settings = parse_args(["127.0.0.1:5", "--unix-socket", "mb.sock", "-a", "0770"])
+        assert (settings.host, settings.port) == ("127.0.0.1", 5)
+        assert (settings.unix_socket, settings.unix_mask) == ("mb.sock", 0o770)
+
+    @pytest.mark.parametrize(
+        "text, mask", [("700", 0o700), ("0700", 0o700), ("777", 0o777), ("0", 0), ("66", 0o66)]
+    )
+    def test_the_mask_is_octal(self, text, mask):
+        assert parse_args(["-s", "x.sock", "-a", text]).unix_mask == mask
+
+    @pytest.mark.parametrize("text", ["800", "7777", "00700", "rwx", "-1", "", "0x1ff", "7 0"])
+    def test_a_mask_that_is_not_octal_permissions(self, capsys, text):
+        assert "octal" in usage_error(capsys, ["-s", "x.sock", "-a", text])
+
+    def test_a_mask_needs_a_socket(self, capsys):
+        assert "--unix-socket" in usage_error(capsys, ["127.0.0.1:1", "-a", "700"])
+
+    def test_an_empty_socket_path(self, capsys):
+        assert "empty" in usage_error(capsys, ["-s", ""])
+
+    def test_neither_address_nor_socket(self, capsys):
+        err = usage_error(capsys, ["-m", "8"])
+        assert "IP:PORT" in err and "--unix-socket" in err
+
+    def test_from_the_environment(self):
+        environ = {"MBSERVER_UNIX_SOCKET": "/tmp/a.sock", "MBSERVER_UNIX_MASK": "0750"}
+        settings = parse_args([], environ)
+        assert (settings.host, settings.unix_socket, settings.unix_mask) == (
+            None,
+            "/tmp/a.sock",
+            0o750,
+        )
+        # The command line wins, and adds the address.
+        settings = parse_args(["127.0.0.1:1", "-a", "0700"], environ)
+        assert (settings.host, settings.unix_mask) == ("127.0.0.1", 0o700)
+
+    def test_a_bad_mask_from_the_environment(self, capsys):
+        environ = {"MBSERVER_UNIX_SOCKET": "a.sock", "MBSERVER_UNIX_MASK": "999"}
+        with pytest.raises(SystemExit) as caught:
+            parse_args([], environ)
+        assert caught.value.code == 2
+        assert "MBSERVER_UNIX_MASK" in capsys.readouterr().err
+
+    def test_enable_shutdown(self):
+        assert parse_args(["127.0.0.1:1", "-A"]).enable_shutdown
+        assert parse_args(["127.0.0.1:1", "--enable-shutdown"]).enable_shutdown
+
+    @pytest.mark.parametrize(
+        "text, enabled",
+        [("1", True), ("true", True), ("YES", True), ("on", True), ("0", False), ("off", False)],
+    )
+    def test_enable_shutdown_from_the_environment(self, text, enabled):
+        settings = parse_args(["127.0.0.1:1"], {"MBSERVER_ENABLE_SHUTDOWN": text})
+        assert settings.enable_shutdown is enabled
+
+    def test_a_bad_switch_from_the_environment(self, capsys):
+        with pytest.raises(SystemExit):
+            parse_args(["127.0.0.1:1"], {"MBSERVER_ENABLE_SHUTDOWN": "maybe"})
+        assert "MBSERVER_ENABLE_SHUTDOWN" in capsys.readouterr().err

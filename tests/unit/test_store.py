@@ -633,6 +633,60 @@ class TestEviction:
         assert store.total_items == 100
 
 
+class TestShrink:
+    """cache_memlimit: a new limit, evicted down to a slice at a time."""
+
+    def test_evicts_oldest_first_down_to_the_new_limit(self, clock):
+        store = Store(limit_bytes=100 * ITEM, clock=clock)
+        order = fill(store, 100)
+        assert store.shrink(30 * ITEM, 1000)
+        assert store.limit_bytes == 30 * ITEM
+        assert len(store) == 30
+        assert_evicted_oldest_first(store, order)
+
+    def test_at_most_a_slice_per_call(self, clock):
+        store = Store(limit_bytes=100 * ITEM, clock=clock)
+        order = fill(store, 100)
+        calls = 0
+        while not store.shrink(30 * ITEM, 25):
+            calls += 1
+            assert len(store) == 100 - 25 * calls
+            # Meanwhile the store holds to what it has, not the new limit...
+            assert store.limit_bytes == store.bytes
+        assert calls == 2 and len(store) == 30
+        assert store.limit_bytes == 30 * ITEM
+        assert_evicted_oldest_first(store, order)
+
+    def test_a_store_between_slices_evicts_only_room_for_itself(self, clock):
+        store = Store(limit_bytes=1000 * ITEM, clock=clock)
+        fill(store, 1000)
+        assert not store.shrink(100 * ITEM, 10)
+        evictions = store.evictions
+        fill(store, 1, start=1000)
+        # ...so one client's set costs it a batch (1/256 of the limit, as at
+        # any full store), never the rest of the shrink.
+        assert store.evictions - evictions <= 1 + store.limit_bytes // 256 // ITEM + 1
+        while not store.shrink(100 * ITEM, 10):
+            pass
+        assert store.bytes <= 100 * ITEM
+
+    def test_raising_the_limit_evicts_nothing(self, clock):
+        store = Store(limit_bytes=10 * ITEM, clock=clock)
+        fill(store, 10)
+        assert store.shrink(20 * ITEM, 1)
+        assert store.limit_bytes == 20 * ITEM and store.evictions == 0
+        fill(store, 10, start=10)
+        assert len(store) == 20 and store.evictions == 0
+
+    def test_expired_items_are_reclaimed(self, clock):
+        store = Store(limit_bytes=10 * ITEM, clock=clock)
+        store.store(SET, key(0), b"v" * VALUE_LEN, ttl=5)
+        fill(store, 9, start=1)
+        clock.advance(5)
+        assert store.shrink(8 * ITEM, 100)
+        assert (store.reclaimed, store.evictions) == (1, 1)
+
+
 class TestSizeLimits:
     def test_item_size_limit_boundary(self, clock):
         store = Store(max_item_size=1024, clock=clock)

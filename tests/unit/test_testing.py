@@ -75,6 +75,9 @@ def test_environment_carries_credentials_and_extras():
         (b"INFO mbserver.server: metrics on http://127.0.0.1:9100/metrics\n", None),
         (b"usage: python -m mbserver [-h] [-m MiB]\n", None),
         (b"mbserver: cannot listen on 127.0.0.1:11211: Address already in use\n", None),
+        # With a unix socket too, the address comes first; alone, there is none.
+        (b"INFO mbserver.server: listening on 127.0.0.1:5 and unix:/tmp/a.sock (m)\n", ("127.0.0.1", 5)),
+        (b"INFO mbserver.server: listening on unix:/tmp/a.sock (memory 64 MiB)\n", None),
     ],
 )
 def test_the_listening_line_gives_the_address(line, address):

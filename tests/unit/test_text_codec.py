@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 
 from mbserver import PROTOCOL_VERSION
 from mbserver.commands import (
+    ADMIN_BAD_MODE,
+    ADMIN_DISABLED,
+    ADMIN_FAILED,
+    ADMIN_OK,
     NO_CAS_MATCH,
+    AdminRequest,
+    AdminResult,
     FlushRequest,
     GetMany,
     MetaRequest,
@@ -148,10 +154,23 @@ PARSED = [
     (b"version\r\n", [Request("version")]),
     (b"version x y\r\n", [Request("version")]),
     (b"quit\r\n", [Request("quit")]),
-    (b"verbosity 1\r\n", [reply(b"OK")]),
-    (b"verbosity 1 noreply\r\n", []),
+    # operator commands
+    (b"verbosity 1\r\n", [AdminRequest("verbosity", 1)]),
+    (b"verbosity 7\r\n", [AdminRequest("verbosity", 7)]),  # the command layer caps it
+    (b"verbosity 1 noreply\r\n", [AdminRequest("verbosity", 1, quiet=True)]),
     (b"verbosity noreply\r\n", []),  # "noreply" is the level too: silent error
-    (b"shutdown\r\n", [reply(b"ERROR: shutdown not enabled")]),
+    (b"shutdown\r\n", [AdminRequest("shutdown")]),
+    (b"shutdown graceful\r\n", [AdminRequest("shutdown", graceful=True)]),
+    # Modes memcached refuses, after it checks -A: the command layer answers.
+    (b"shutdown now\r\n", [AdminRequest("shutdown", graceful=None)]),
+    (b"shutdown noreply\r\n", [AdminRequest("shutdown", graceful=None)]),
+    (b"shutdown graceful x\r\n", [AdminRequest("shutdown", graceful=None)]),
+    (b"cache_memlimit 8\r\n", [AdminRequest("cache_memlimit", 8)]),
+    (b"cache_memlimit 1000000000\r\n", [AdminRequest("cache_memlimit", 1_000_000_000)]),
+    (b"cache_memlimit 100 noreply\r\n", [AdminRequest("cache_memlimit", 100, quiet=True)]),
+    (b"refresh_certs\r\n", [AdminRequest("refresh_certs")]),
+    (b"refresh_certs noreply\r\n", [AdminRequest("refresh_certs", quiet=True)]),
+    (b"refresh_certs a b c\r\n", [AdminRequest("refresh_certs")]),  # no token checks
     # meta
     (b"mn\r\n", [MN]),
     (b"mn x y\r\n", [MN]),
@@ -328,6 +347,32 @@ ERRORS = [
     (b"verbosity x\r\n", [BAD_FORMAT]),
     (b"verbosity -1\r\n", [BAD_FORMAT]),
     (b"verbosity 1 2 3\r\n", [ERROR]),
+    (b"cache_memlimit\r\n", [ERROR]),
+    (b"cache_memlimit 8 noreply x\r\n", [ERROR]),
+    (b"cache_memlimit x\r\n", [ERROR]),  # ERROR, not CLIENT_ERROR, as memcached
+    (b"cache_memlimit -1\r\n", [ERROR]),
+    (b"cache_memlimit x noreply\r\n", []),
+    (b"cache_memlimit 7\r\n", [reply(b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m")]),
+    (b"cache_memlimit 0\r\n", [reply(b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m")]),
+    # Truncated to 32 bits as memcached's safe_strtoul does: 2**32 is 0.
+    (
+        b"cache_memlimit 4294967296\r\n",
+        [reply(b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m")],
+    ),
+    (
+        b"cache_memlimit 1000000001\r\n",
+        [reply(b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes")],
+    ),
+    (b"cache_memlimit 7 noreply\r\n", []),
+    # Lines that look like HTTP but that memcached answers with ERROR.
+    (b"get / HTTP/1.0\r\n", [get(b"/", b"HTTP/1.0")]),
+    (b"status / HTTP/1.0\r\n", [ERROR]),  # an s... name: its "s" branch says ERROR
+    (b"mx / HTTP/1.1\r\n", [ERROR]),  # two letters from m: its meta branch
+    (b"lru_crawler / HTTP/1.1\r\n", [ERROR]),  # a name memcached knows
+    (b"GET / HTTP/1.0 noreply\r\n", [ERROR]),  # only the last token counts
+    (b"GET / http/1.0\r\n", [ERROR]),  # case matters
+    (b"GET\0 / HTTP/1.0\r\n", [ERROR]),  # the line ends at the NUL
+    (b"GET " + b"a " * 22 + b"HTTP/1.0\r\n", [ERROR]),  # past the 24th token
     (b"versionx\r\n", [ERROR]),
     (b"mx\r\n", [ERROR]),
     (b"mgx k\r\n", [ERROR]),
@@ -416,6 +461,40 @@ def test_a_data_block_may_hold_anything(size):
     value = b"get x\r\nset \x00\x80\r\n\n\r"
     data = b"set a 0 0 %d\r\n%b\r\nmn\r\n" % (len(value), value)
     assert parse(data, size) == [Request("set", b"a", value), MN]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"GET / HTTP/1.0\r\n",
+        b"POST /x HTTP/1.1\r\n",
+        b"GET / HTTP/1.0\n",
+        b"HTTP/1.1\r\n",
+        b"   GET   /   HTTP/1.0   \r\n",
+        b"foo bar HTTP/\r\n",
+        b"mxx HTTP/1\r\n",
+        b"GET / HTTP/1.0\0junk\r\n",
+        b"GET " + b"a " * 21 + b"HTTP/1.0\r\n",  # the 23rd token: still seen
+    ],
+)
+@pytest.mark.parametrize("size", WAYS)
+def test_an_http_request_line_closes_without_a_reply(line, size):
+    """As memcached 1.6.18 (compared live in tests/integration/test_http_hangup.py)."""
+    parser = TextParser()
+    with pytest.raises(ProtocolError) as raised:
+        for piece in pieces(line + b"Host: x\r\n\r\n", size):
+            parser.feed(piece)
+            while parser.next() is not None:
+                pass
+    assert raised.value.reply == b""
+
+
+def test_requests_before_an_http_line_are_still_parsed():
+    parser = TextParser()
+    parser.feed(b"version\r\nGET / HTTP/1.1\r\nversion\r\n")
+    assert parser.next() == Request("version")
+    with pytest.raises(ProtocolError):
+        parser.next()
 
 
 def test_a_line_without_newline_waits_up_to_2048_bytes_then_closes():
@@ -751,6 +830,38 @@ def test_replies_by_status(command, status, expected):
         assert written(write_text, quiet, Result(status)) == b""
 
 
+@pytest.mark.parametrize(
+    ("request_", "result", "expected"),
+    [
+        (AdminRequest("verbosity", 1), AdminResult(ADMIN_OK), b"OK\r\n"),
+        (AdminRequest("verbosity", 1, quiet=True), AdminResult(ADMIN_OK), b""),
+        (AdminRequest("cache_memlimit", 8), AdminResult(ADMIN_OK), b"OK\r\n"),
+        (AdminRequest("cache_memlimit", 8, quiet=True), AdminResult(ADMIN_OK), b""),
+        (AdminRequest("shutdown"), AdminResult(ADMIN_OK), b""),  # the connection closes
+        (
+            AdminRequest("shutdown"),
+            AdminResult(ADMIN_DISABLED),
+            b"ERROR: shutdown not enabled\r\n",
+        ),
+        (
+            AdminRequest("shutdown", graceful=None),
+            AdminResult(ADMIN_BAD_MODE),
+            b"CLIENT_ERROR invalid shutdown mode\r\n",
+        ),
+        (AdminRequest("refresh_certs"), AdminResult(ADMIN_OK), b"OK\r\n"),
+        (AdminRequest("refresh_certs", quiet=True), AdminResult(ADMIN_OK), b""),
+        # An error line is sent even after noreply, as memcached does.
+        (
+            AdminRequest("refresh_certs", quiet=True),
+            AdminResult(ADMIN_FAILED, "Error TLS not enabled"),
+            b"Error TLS not enabled\r\n",
+        ),
+    ],
+)
+def test_operator_command_replies(request_, result, expected):
+    assert written(write_text, request_, result) == expected
+
+
 def test_counter_and_stats_replies():
     assert written(write_text, Request("incr", b"k"), Result(OK, number=18446744073709551615)) == (
         b"18446744073709551615\r\n"
@@ -863,6 +974,12 @@ WORDS = st.sampled_from(
         b"stats",
         b"verbosity",
         b"version",
+        b"shutdown",
+        b"graceful",
+        b"cache_memlimit",
+        b"refresh_certs",
+        b"GET",
+        b"HTTP/1.1",
         b"mg",
         b"ms",
         b"md",
@@ -907,7 +1024,7 @@ STREAMS = st.one_of(
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=STREAMS, cut=st.integers(min_value=1, max_value=50))
 def test_arbitrary_bytes_give_requests_or_a_protocol_error(data, cut):
-    kinds = (Request, GetMany, MetaRequest, StatsRequest, FlushRequest, Reply)
+    kinds = (Request, GetMany, MetaRequest, StatsRequest, FlushRequest, AdminRequest, Reply)
     try:
         whole = parse(data, max_item_size=1024)
     except ProtocolError:

@@ -39,7 +39,7 @@ from mbserver.store import (
 from ..items import get_item, item_size
 
 from .. import packets
-from .conftest import FakeClock
+from .conftest import FakeAdmin, FakeClock
 
 MEMCACHED_VERSION = b"VERSION 1.6.18\r\n"
 OUR_VERSION = b"VERSION " + PROTOCOL_VERSION.encode() + b"\r\n"
@@ -58,7 +58,8 @@ class Client:
         self.store.track_fetches()
         self.lock = RWLock()
         self.stats = Stats(clock)
-        self.commands = Commands(self.store, self.lock, self.stats, self.settings)
+        self.admin = FakeAdmin(self.store)
+        self.commands = Commands(self.store, self.lock, self.stats, self.settings, self.admin)
         self.protocol = TextProtocol(self.commands, self.settings, None, "test")
         self.parser = self.protocol.parser
         self.closed = False

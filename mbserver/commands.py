@@ -195,6 +195,7 @@ class MetaResult(NamedTuple):
     stale: bool = False  # X
     win_sent: bool = False  # Z: another client already won
     binary_key: bool = False  # stored by ms with b (k shows the key in base64)
+    created: bool = False  # ma: N made the counter (memcached answers that even under q)
 
 
 _MODES = {mode.value: mode for mode in Mode}
@@ -673,7 +674,7 @@ class Commands:
                     rec = store.set_expiry(key, new_exptime)
                 item = unpack(rec)
         self._count_arith(incr, status, created)
-        return MetaResult(status, item, cas, number, ttl)
+        return MetaResult(status, item, cas, number, ttl, created=created)
 
     def _remaining(self, exptime: int, now: float) -> int:
         """The TTL memcached's t flag shows: seconds left, -1 for never.

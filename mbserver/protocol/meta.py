@@ -417,8 +417,8 @@ def _write_ma(request: MetaRequest, result: MetaResult, out: list) -> int:
     binary = "b" in request.order
     if status is not OK:
         return put(out, _META_CODES[status] + _flag_tail(request, binary) + CRLF)
-    if "q" in request.order:
-        return 0
+    if "q" in request.order and not result.created:
+        return 0  # as memcached: q silences a success, but not a counter N created
     number = b"%d" % result.number
     with_value = "v" in request.order
     parts = [b"VA %d" % len(number) if with_value else b"HD"]

@@ -393,6 +393,10 @@ TRANSCRIPTS = [
         b"ma a1\r\nma a1 q\r\nmn\r\nma a1 N0\r\nmg a1 v\r\n",
         b"NF\r\nNF\r\nMN\r\nHD\r\nVA 1\r\n0\r\n",
     ),
+    (  # q hides a success, but not a counter that N created
+        b"ma qv1 q N0 J7 v O1\r\nma qv2 q N0 J7 O2\r\nma qv1 q v O3\r\nmn\r\n",
+        b"VA 1 O1\r\n7\r\nHD O2\r\nMN\r\n",
+    ),
     (
         b"ma a1 N0 J10 v\r\nma a1 v\r\nma a1 v D5\r\nma a1 v MD D100\r\nma a1 v M-\r\nma a1 M+ v\r\nma a1 MI v\r\nma a1 Mi v\r\n",
         b"VA 2\r\n10\r\nVA 2\r\n11\r\nVA 2\r\n16\r\nVA 1\r\n0\r\nVA 1\r\n0\r\nVA 1\r\n1\r\nVA 1\r\n2\r\nCLIENT_ERROR invalid mode for ma M token\r\n",

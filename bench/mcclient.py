@@ -91,6 +91,25 @@ class Connection:
             raise ProtocolError(f"NOOP answered opcode 0x{opcode:02x} status 0x{status:04x}")
 
 
+def text_stats(port: int, group: bytes = b"") -> dict[str, str]:
+    """A stats group over the text protocol (memcached answers `stats conns` only there)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"stats %b\r\n" % group if group else b"stats\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            data += chunk
+    out: dict[str, str] = {}
+    for line in data.decode().splitlines()[:-1]:
+        parts = line.split(" ", 2)
+        if len(parts) != 3 or parts[0] != "STAT":
+            raise ProtocolError(f"not a STAT line: {line!r}")
+        out[parts[1]] = parts[2]
+    return out
+
+
 def stats(port: int) -> dict[str, str]:
     with Connection(port, timeout=10) as conn:
         return conn.stats()

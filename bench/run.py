@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,15 +37,25 @@ KINDS = ("memcached", "mbserver")
 
 THROUGHPUT = {
     "a": Workload("a", "90% get / 10% set, 100 B values, 16 conns"),
+    # The cost per connection: the same mix over 1,000 connections, each of
+    # which must be served (see busy_connections).
+    "g": Workload("g", "90% get / 10% set, 100 B values, 1,000 conns", connections=1000, window="1k"),
     # No sets: memcaslap stores each connection's key window first; 1k keys
     # per connection keeps that warm-up short and every get a hit.
     "b": Workload("b", "multi-get, batches of 10 keys, 16 conns", get_fraction=1.0, multiget=10, window="1k"),
     "c": Workload("c", "multi-get, batches of 100 keys, 16 conns", get_fraction=1.0, multiget=100, window="1k"),
     "d": Workload("d", "90% get / 10% set, 10 KiB values, 16 conns", value_size=10 * 1024),
 }
-TARGETS = {"a": 0.75, "c": 0.5}  # minimum mbserver/memcached ratio, from issue 3
-BYTES_PER_ITEM_TARGET = 1.5  # maximum mbserver/memcached ratio
-IDLE_RSS_TARGET_MIB = 150
+# Minimum mbserver/memcached ratios of ops/s (issue 12), by protocol; row (g)
+# must be within BUSY_TOLERANCE of row (a) in the same run.
+TARGETS = {
+    "binary": {"a": 0.85, "b": 0.6, "c": 0.6, "d": 0.8},
+    "text": {"a": 0.75, "b": 0.6, "c": 0.6},
+}
+CPU_TARGETS = {"binary": {"a": 1.3}}  # maximum mbserver/memcached server CPU per operation
+BUSY_TOLERANCE = 0.1
+BYTES_PER_ITEM_TARGET = 1.25  # maximum mbserver/memcached ratio
+IDLE_RSS_TARGET_MIB = 100
 
 
 @dataclass
@@ -54,6 +65,13 @@ class Round:
     server_gets: int
     client_gets: int
     errors: list[str]
+    user_us: float  # server CPU per operation (per key for multi-get), from /proc
+    system_us: float
+    served: int | None = None  # connections served in the round's last seconds (row g)
+
+    @property
+    def cpu_us(self) -> float:
+        return self.user_us + self.system_us
 
 
 @dataclass
@@ -69,7 +87,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="2 rounds of 2 s: a smoke run in about a minute")
     p.add_argument("--rounds", type=int, help="rounds per server and workload (default 5, quick 2)")
     p.add_argument("--duration", type=int, help="seconds per round (default 5, quick 2)")
-    p.add_argument("--workloads", default="abcdef", help="which rows to run, e.g. 'ac' or 'ef' (default all: abcdef)")
+    p.add_argument("--workloads", default="abcdefg", help="which rows to run, e.g. 'ac' or 'ef' (default all: abcdefg)")
     p.add_argument("--protocol", choices=("binary", "text"), default="binary",
                    help="wire protocol for the throughput rows (default binary; text drops memcaslap's -B)")
     p.add_argument("--memory-mib", type=int, default=1024, help="-m for both servers (default 1024)")
@@ -80,7 +98,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 5)
     args.duration = args.duration or (2 if args.quick else 5)
-    if unknown := set(args.workloads) - set("abcdef"):
+    if unknown := set(args.workloads) - set("abcdefg"):
         p.error(f"unknown workloads {''.join(sorted(unknown))}")
     return args
 
@@ -101,8 +119,27 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def server_gets(stats: dict[str, str]) -> tuple[int, int, int]:
-    return int(stats["cmd_get"]), int(stats["get_hits"]), int(stats["get_misses"])
+def server_gets(stats: dict[str, str]) -> tuple[int, int, int, int]:
+    return int(stats["cmd_get"]), int(stats["get_hits"]), int(stats["get_misses"]), int(stats["cmd_set"])
+
+
+def busy_connections(port: int, delay: float) -> list[int]:
+    """After ``delay`` seconds, count the connections that issued a command in
+    the last 2 s (`stats conns`), our own excepted; the count lands in the list."""
+    found: list[int] = []
+
+    def sample() -> None:
+        time.sleep(delay)
+        try:
+            secs = mcclient.text_stats(port, b"conns")
+        except (OSError, mcclient.ProtocolError):
+            return
+        recent = sum(1 for name, value in secs.items()
+                     if name.endswith(":secs_since_last_cmd") and int(value) <= 2)
+        found.append(recent - 1)
+
+    threading.Thread(target=sample, daemon=True).start()
+    return found
 
 
 def run_throughput(args: argparse.Namespace, report: Report, log_dir: Path, running: list[servers.Server]) -> None:
@@ -122,15 +159,26 @@ def run_throughput(args: argparse.Namespace, report: Report, log_dir: Path, runn
                 server = pair[kind]
                 mcclient.flush(server.port)  # every round starts from the same empty cache
                 before = server_gets(mcclient.stats(server.port))
+                cpu_before = server.cpu_seconds()
+                served = busy_connections(server.port, args.duration * 0.8) if workload.connections > 100 else None
                 result = memaslap.run(workload, server.port, args.duration, config, args.client_threads)
                 server.check_alive()
+                cpu_after = server.cpu_seconds()
                 after = server_gets(mcclient.stats(server.port))
-                gets, hits, misses = (a - b for a, b in zip(after, before))
+                gets, hits, misses, sets = (a - b for a, b in zip(after, before))
                 ratio = hits / (hits + misses) if hits + misses else None
-                report.rounds.setdefault((key, kind), []).append(Round(result.rate, ratio, gets, result.cmd_get, result.errors))
+                # CPU per operation counts what the server did, warm-up sets
+                # included (they are in its counters too), so no round is flattered.
+                ops = max(gets + sets, 1)
+                user_us, system_us = ((a - b) / ops * 1e6 for a, b in zip(cpu_after, cpu_before))
+                round_ = Round(result.rate, ratio, gets, result.cmd_get, result.errors, user_us, system_us,
+                               served[0] if served else None)
+                report.rounds.setdefault((key, kind), []).append(round_)
                 hit_text = f"{ratio:.1%}" if ratio is not None else "n/a"
+                served_text = f"  served {round_.served:,}" if round_.served is not None else ""
                 log(f"  ({key}) round {r + 1}/{args.rounds} {kind:9} {result.rate:>12,.0f} {workload.unit}"
-                    f"  server hits {hit_text}{'  memcaslap errors: %d' % len(result.errors) if result.errors else ''}")
+                    f"  cpu {user_us:.2f}+{system_us:.2f} us/op  server hits {hit_text}{served_text}"
+                    f"{'  memcaslap errors: %d' % len(result.errors) if result.errors else ''}")
     for kind in KINDS:
         stop(pair[kind], running, report)
 
@@ -224,15 +272,36 @@ def verdict(ok: bool) -> str:
 def render(args: argparse.Namespace, report: Report, info: dict[str, str], started: datetime.datetime,
            load: tuple[str, str], elapsed: float) -> str:
     rows = ["| workload | memcached | mbserver | ratio | target |", "|---|---:|---:|---:|---|"]
+    cpu_rows = ["| workload | memcached user + sys | mbserver user + sys | ratio | target |",
+                "|---|---:|---:|---:|---|"]
+    targets = TARGETS.get(args.protocol, {})
+    cpu_targets = CPU_TARGETS.get(args.protocol, {})
+    ratios = {}
     for key, workload in THROUGHPUT.items():
         mc, mb = report.rounds.get((key, "memcached")), report.rounds.get((key, "mbserver"))
         if not mc or not mb:
             continue
         mc_med, mb_med = statistics.median(r.rate for r in mc), statistics.median(r.rate for r in mb)
-        ratio = mb_med / mc_med
-        target = f"≥ {TARGETS[key]}× — {verdict(ratio >= TARGETS[key])}" if key in TARGETS else "—"
+        ratio = ratios[key] = mb_med / mc_med
+        if key in targets:
+            target = f"≥ {targets[key]}× — {verdict(ratio >= targets[key])}"
+        elif key == "g" and "a" in ratios:
+            served = min((r.served for r in mb if r.served is not None), default=0)
+            ok = abs(ratio - ratios["a"]) <= BUSY_TOLERANCE and served >= workload.connections
+            target = (f"within {BUSY_TOLERANCE} of (a), every connection served (fewest {served:,}) "
+                      f"— {verdict(ok)}")
+        else:
+            target = "—"
         rows.append(f"| ({key}) {workload.label}, {workload.unit} | {fmt_rate(mc_med)} | {fmt_rate(mb_med)} "
                     f"| {ratio:.2f}× | {target} |")
+        mc_user, mc_sys = statistics.median(r.user_us for r in mc), statistics.median(r.system_us for r in mc)
+        mb_user, mb_sys = statistics.median(r.user_us for r in mb), statistics.median(r.system_us for r in mb)
+        cpu_ratio = (mb_user + mb_sys) / (mc_user + mc_sys)
+        per = "key" if workload.multiget > 1 else "op"
+        cpu_target = (f"≤ {cpu_targets[key]}× — {verdict(cpu_ratio <= cpu_targets[key])}"
+                      if key in cpu_targets else "—")
+        cpu_rows.append(f"| ({key}) µs per {per} | {mc_user:.2f} + {mc_sys:.2f} | {mb_user:.2f} + {mb_sys:.2f} "
+                        f"| {cpu_ratio:.2f}× | {cpu_target} |")
     if len(report.memory) == 2:
         mc, mb = report.memory["memcached"]["per_item"], report.memory["mbserver"]["per_item"]
         ratio = mb / mc
@@ -263,6 +332,14 @@ def render(args: argparse.Namespace, report: Report, info: dict[str, str], start
         *rows,
         "",
     ]
+    if len(cpu_rows) > 2:
+        out += [
+            "Server CPU per operation (per key for multi-get), user + system from /proc, median of the "
+            "rounds; ratio is mbserver / memcached of the total (lower is better):",
+            "",
+            *cpu_rows,
+            "",
+        ]
     details = []
     for key, workload in THROUGHPUT.items():
         for kind in KINDS:
@@ -270,12 +347,16 @@ def render(args: argparse.Namespace, report: Report, info: dict[str, str], start
             if not rounds:
                 continue
             rates = ", ".join(fmt_rate(r.rate) for r in rounds)
+            cpu = ", ".join(f"{r.user_us:.1f}+{r.system_us:.1f}" for r in rounds)
+            served = [r.served for r in rounds if r.served is not None]
             hits = [r.hit_ratio for r in rounds if r.hit_ratio is not None]
             hit_text = f"server hit ratio {min(hits):.2%}–{max(hits):.2%}" if hits else "no gets"
             errors = sum(len(r.errors) for r in rounds)
             drift = max(abs(r.server_gets - r.client_gets) / max(r.client_gets, 1) for r in rounds)
-            details.append(f"- ({key}) {kind}: {rates} {workload.unit}; {hit_text}; "
-                           f"memcaslap errors {errors}; server vs memcaslap get count within {drift:.2%}")
+            served_text = f"; connections served {', '.join(f'{n:,}' for n in served)}" if served else ""
+            details.append(f"- ({key}) {kind}: {rates} {workload.unit}; CPU us/op {cpu}; {hit_text}; "
+                           f"memcaslap errors {errors}; server vs memcaslap get count within {drift:.2%}"
+                           f"{served_text}")
             for r in rounds:
                 for line in r.errors[:3]:
                     details.append(f"  - memcaslap: `{line}`")

@@ -77,6 +77,13 @@ class Server:
         self.check_alive()
         return vmrss(self.pid)
 
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(user, system) CPU seconds the process has used, all its threads."""
+        self.check_alive()
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -161,22 +161,39 @@ class Answering:
         return len(reply)
 
 
+# Values up to this size are copied into their reply (a copy is cheaper than
+# a memoryview for small ones); larger ones are sent from their record by view.
+COPY_LIMIT = 1 << 14
+
+
 def write_run(
+    frame_small: Callable[[object, list], bytes],
     frame: Callable[[list, bytes, object, bytes | None], int],
-    keys: list[bytes],
+    run: GetMany,
     contexts: Iterable,
     records: list,
     out: list,
     start: int = 0,
     limit: int = 1 << 62,
 ) -> tuple[int, int]:
-    """Append the replies to a run of GETs: ``frame(out, key, context, record)``
-    for each entry from ``start`` on, stopping once ``limit`` bytes are written.
+    """Append the replies to a run of GETs, given each key's record or None;
+    the protocol says how: ``frame(out, key, context, record)`` for one entry,
+    ``frame_small(run, records)`` for a whole run of small values at once.
 
-    Returns the bytes written and the index of the first entry not written,
-    so the caller can send and go on from there.
+    The commonest run, every value small and all of it under ``limit``, is
+    framed in one call: a comprehension, with no Python call per key (half
+    the cost of a call per key on a run of 10 GETs). Otherwise each entry
+    from ``start`` on is framed until ``limit`` bytes are written. Returns
+    the bytes written and the index of the first entry not written, so the
+    caller can send and go on from there.
     """
-    entries = zip(keys, contexts, records)
+    if not start:
+        sizes = list(map(len, filter(None, records)))
+        if not sizes or (max(sizes) < COPY_LIMIT and sum(sizes) < limit):
+            data = frame_small(run, records)
+            out.append(data)
+            return len(data), len(records)
+    entries = zip(run.keys, contexts, records)
     if start:
         entries = islice(entries, start, None)
     written = 0

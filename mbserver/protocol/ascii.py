@@ -49,9 +49,6 @@ ARITH_ERRORS = {
     NON_NUMERIC: b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
     NO_MEMORY: b"SERVER_ERROR out of memory\r\n",
 }
-# Values up to this size are copied into their reply; larger ones are sent
-# from their record without a copy.
-COPY_LIMIT = 1 << 14
 # A line that was consumed and has nothing to say (noreply), or a storage
 # command now waiting for its data block: look at the stream again.
 AGAIN = object()

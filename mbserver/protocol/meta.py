@@ -14,12 +14,12 @@ from __future__ import annotations
 from ..commands import MetaRequest, MetaResult
 from ..record import MAX_KEY_LENGTH, memcached_size, slab_class
 from ..storage import EXISTS, NO_MEMORY, NON_NUMERIC, NOT_FOUND, NOT_STORED, OK, TOO_LARGE
+from . import COPY_LIMIT
 from .ascii import (
     ARITH_ERRORS,
     BAD_CHUNK,
     BAD_FORMAT,
     BAD_FORMAT_REPLY,
-    COPY_LIMIT,
     CRLF,
     ERROR,
     INT32_MAX,

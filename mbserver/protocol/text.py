@@ -65,14 +65,13 @@ from ..record import (
     VALUE_OFFSET,
 )
 from ..storage import EXISTS, NO_MEMORY, NOT_FOUND, NOT_STORED, OK, TOO_LARGE
-from . import Answering, ProtocolError, write_run
+from . import COPY_LIMIT, Answering, ProtocolError, write_run
 from . import meta
 from .ascii import (
     AGAIN,
     ARITH_ERRORS,
     BAD_CHUNK,
     BAD_FORMAT,
-    COPY_LIMIT,
     CRLF,
     ERROR,
     INT32_MAX,
@@ -560,29 +559,48 @@ def _value_line(key: bytes, rec: bytes, with_cas: bool) -> bytes:
 
 
 def _frame_value(out: list, key: bytes, with_cas: bool, rec: bytes | None) -> int:
-    """Append one item of a get reply (nothing for a miss); its size."""
+    """Append one item of a get reply (nothing for a miss); its size. A
+    large value goes by view."""
     if rec is None:
         return 0
     length = len(rec) - VALUE_OFFSET
-    if length >= COPY_LIMIT:
-        head = _value_line(key, rec, with_cas)
-        out.append(head)
-        out.append(memoryview(rec)[VALUE_OFFSET:])
-        out.append(CRLF)
-        return len(head) + length + 2
+    if length < COPY_LIMIT:
+        item = _one_value(key, with_cas, rec)
+        out.append(item)
+        return len(item)
+    head = _value_line(key, rec, with_cas)
+    out.append(head)
+    out.append(memoryview(rec)[VALUE_OFFSET:])
+    out.append(CRLF)
+    return len(head) + length + 2
+
+
+def _one_value(key: bytes, with_cas: bool, rec: bytes) -> bytes:
+    """One item of a get reply, its value copied in."""
     if with_cas:
-        item = _value_line(key, rec, True) + rec[VALUE_OFFSET:] + CRLF
-    else:
-        item = _SMALL_ITEM % (key, _FLAGS_UNPACK(rec, FLAGS_OFFSET)[0], length, rec[VALUE_OFFSET:])
-    out.append(item)
-    return len(item)
+        return _value_line(key, rec, True) + rec[VALUE_OFFSET:] + CRLF
+    return _SMALL_ITEM % (key, _FLAGS_UNPACK(rec, FLAGS_OFFSET)[0], len(rec) - VALUE_OFFSET, rec[VALUE_OFFSET:])
+
+
+def _frame_small_values(run: GetMany, records: list) -> bytes:
+    """The items of a get reply whose values are all small, at once (no END)."""
+    if run.context.cas:
+        return b"".join([
+            _one_value(key, True, rec) for key, rec in zip(run.keys, records) if rec is not None
+        ])
+    flags = _FLAGS_UNPACK
+    return b"".join([
+        _SMALL_ITEM % (key, flags(rec, FLAGS_OFFSET)[0], len(rec) - VALUE_OFFSET, rec[VALUE_OFFSET:])
+        for key, rec in zip(run.keys, records)
+        if rec is not None
+    ])
 
 
 def get_reply(key: bytes, rec: bytes | None) -> bytes:
     """The reply to a lone ``get <key>``, given its item record or None.
 
-    ``_frame_value`` and END, returning the bytes instead of appending
-    them: the lone GET is sent without a reply list.
+    ``_one_value`` and END in one formatting call (the lone GET is the
+    commonest request), and a large value by view.
     """
     if rec is None:
         return _END
@@ -608,7 +626,7 @@ def write_text_gets(
         out.append(context.error)
         return len(context.error), len(records)
     written, index = write_run(
-        _frame_value, run.keys, repeat(context.cas), records, out, start, limit
+        _frame_small_values, _frame_value, run, repeat(context.cas), records, out, start, limit
     )
     if index == len(records):
         out.append(_END)

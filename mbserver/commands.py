@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from . import stats as statsmod
 from .record import Item, unpack
 from .rwlock import RWLock
+from .watch import Logger
 from .storage import (
     EXISTS,
     KEY_BINARY,
@@ -93,6 +94,14 @@ class AdminRequest(NamedTuple):
     quiet: bool = False  # noreply
     opcode: int = 0
     opaque: int = 0
+
+
+class WatchRequest(NamedTuple):
+    """``watch [kinds...]``: the connection becomes a log watcher (see ``watch``)."""
+
+    kinds: int  # watch.FETCHERS | watch.MUTATIONS | ...
+
+    command = "watch"
 
 
 class AdminResult(NamedTuple):
@@ -230,12 +239,14 @@ class Commands:
         stats: Stats,
         settings: Settings,
         admin: Admin | None = None,
+        logger: Logger | None = None,
     ):
         self.store = store
         self.lock = lock
         self.stats = stats
         self.settings = settings
         self.admin = admin
+        self.logger = logger if logger is not None else Logger(stats.clock, store)
         self._handlers = {
             "gat": self._gat,
             "touch": self._touch,
@@ -300,6 +311,9 @@ class Commands:
         stats.cmd_get += count
         stats.get_hits += count - misses
         stats.get_misses += misses
+        if self.logger.fetchers:
+            for key, record in zip(keys, records):
+                self.logger.got(key, record)
         return records
 
     def get_record(self, key: bytes) -> bytes | None:
@@ -316,6 +330,8 @@ class Commands:
             stats.get_misses += 1
         else:
             stats.get_hits += 1
+        if self.logger.fetchers:
+            self.logger.got(key, record)
         return record
 
     def gat_many(self, keys: list[bytes], exptime: int) -> list[bytes | None]:
@@ -328,6 +344,9 @@ class Commands:
         stats.cmd_touch += len(records)
         stats.touch_hits += hits
         stats.touch_misses += len(records) - hits
+        if self.logger.fetchers:
+            for key, record in zip(keys, records):
+                self.logger.got(key, record)
         return records
 
     def _gat(self, request: Request) -> Result:
@@ -340,6 +359,8 @@ class Commands:
         with self.lock.write():
             item = self.store.touch(request.key, request.exptime)
         self.stats.cmd_touch += 1
+        if self.logger.fetchers:
+            self.logger.got_item(request.key, item)
         if item is None:
             self.stats.touch_misses += 1
             return RESULT_NOT_FOUND
@@ -351,9 +372,12 @@ class Commands:
     def _store(self, request: Request) -> Result:
         mode = _MODES[request.command]
         refused = request.refused
+        watched = self.logger.requests
         lock = self.lock
         lock.acquire_write()
         try:
+            if watched:
+                before = self.store.lookup(request.key)
             if refused:
                 status, cas = self.store.refuse(mode, request.key), 0
             else:
@@ -365,36 +389,85 @@ class Commands:
                     request.exptime,
                     request.cas,
                 )
+            if watched:
+                after = self.store.lookup(request.key) if status is OK else None
+                now = self.store.clock()
+                exptime = self.store.expiry(request.exptime, now)
         finally:
             lock.release_write()
         # memcached counts cas_* for set/add/replace carrying a CAS (its
         # NREAD_CAS) only, not for append/prepend.
         cas_mode = bool(request.cas) and mode is not _APPEND and mode is not _PREPEND
         self._count_store(refused, cas_mode, status)
+        if watched:
+            self._log_store(request.key, len(request.value), request.flags, refused,
+                            b"cas" if cas_mode else mode.value.encode(), status, before, after,
+                            exptime, now)
         return _new(Result, (status, cas, None, 0, None))
 
+    def _log_store(
+        self, key: bytes, size: int, flags: int, refused: bool, command: bytes,
+        status: Status, before, after, exptime: int, now: float,
+    ) -> None:
+        """memcached's log of a storage command: the lookup of the old item,
+        then the store (for a value too large to read, the other way round)."""
+        logger = self.logger
+        if logger.fetchers and not refused:
+            logger.got(key, before)
+        if logger.mutations:
+            logger.stored(key, command, status.value, after, size, flags, exptime, now)
+        if logger.fetchers and refused:
+            logger.got(key, before)
+
     def _delete(self, request: Request) -> Result:
+        watched = self.logger.requests
         with self.lock.write():
+            before = self.store.lookup(request.key) if watched else None
             status = self.store.delete(request.key, request.cas)
         if status is OK:
             self.stats.delete_hits += 1
         elif status is NOT_FOUND:
             self.stats.delete_misses += 1
+        if watched:
+            self._log_delete(request.key, b"delete", status, before)
         return Result(status)
+
+    def _log_delete(self, key: bytes, command: bytes, status: Status, before) -> None:
+        """memcached's log of a delete: the lookup, then the deletion."""
+        if self.logger.fetchers:
+            self.logger.got(key, before)
+        if self.logger.deletions and status is OK and before is not None:
+            self.logger.gone(key, command, before)
 
     def _arith(self, request: Request) -> Result:
         incr = request.command == "incr"
         key, delta, cas = request.key, request.delta, request.cas
         store = self.store
+        watched = self.logger.requests
         with self.lock.write():
+            before = store.lookup(key) if watched else None
             status, number, new_cas = store.arith(key, incr, delta, None, 0, cas)
             created = status is NOT_FOUND and request.initial is not None
             if created:
                 status, number, new_cas = store.arith(
                     key, incr, delta, request.initial, request.exptime, cas
                 )
+            after = store.lookup(key) if watched and created and status is OK else None
         self._count_arith(incr, status, created)
+        if watched:
+            self._log_arith(key, before, created, status, after)
         return Result(status, new_cas, number=number)
+
+    def _log_arith(self, key: bytes, before, created: bool, status: Status, after) -> None:
+        """memcached's log of incr/decr: the lookup; a counter it creates is
+        an add, which looks the key up again first."""
+        logger = self.logger
+        if logger.fetchers:
+            logger.got(key, before)
+            if created:
+                logger.got(key, None)
+        if created and logger.mutations:
+            logger.stored(key, b"add", status.value, after, 0, 0, 0, self.store.clock())
 
     def _count_store(self, refused: bool, cas_mode: bool, status: Status) -> None:
         stats = self.stats
@@ -503,6 +576,8 @@ class Commands:
         order = request.order[: request.abort_at] if aborted else request.order
         with self.lock.write():  # may touch, vivify or hand out the win token
             rec = store.lookup(key)
+            if self.logger.fetchers:
+                self.logger.got(key, rec)
             created = rec is None and request.vivify is not None
             if created:
                 rec = store.vivify(key)
@@ -608,7 +683,9 @@ class Commands:
             store_cas = cas or NO_CAS_MATCH
         else:
             store_cas = cas
+        watched = self.logger.requests
         with self.lock.write():
+            before = store.lookup(key) if watched else None
             if request.refused:
                 # Unlike set/add/..., ms drops the old item whatever its mode.
                 status, new_cas = store.refuse(Mode.SET, key), 0
@@ -622,14 +699,24 @@ class Commands:
                     )
                 if status is OK and "b" in request.order:
                     store.set_marks(key, store.marks(key) | KEY_BINARY)
+            if watched:
+                after = store.lookup(key) if status is OK else None
+                now = store.clock()
+                exptime = store.expiry(request.ttl or 0, now)
         self._count_store(request.refused, cas_mode, status)
+        if watched:
+            command = b"cas" if cas_mode else mode.value.encode()
+            self._log_store(key, len(request.value), request.client_flags, request.refused,
+                            command, status, before, after, exptime, now)
         return MetaResult(status, cas=new_cas)
 
     def _md(self, request: MetaRequest) -> MetaResult:
         cas = request.compare_cas
         cas = 0 if cas is None else cas or NO_CAS_MATCH
         invalidate = "I" in request.order
+        watched = self.logger.requests
         with self.lock.write():
+            before = self.store.lookup(request.key) if watched else None
             if invalidate:
                 status, _ = self.store.invalidate(request.key, cas, request.ttl)
             else:
@@ -638,6 +725,8 @@ class Commands:
             self.stats.delete_misses += 1  # memcached counts a CAS mismatch as a miss
         elif not invalidate:
             self.stats.delete_hits += 1
+        if watched:
+            self._log_delete(request.key, b"md", status if not invalidate else NOT_FOUND, before)
         return MetaResult(status)
 
     def _ma(self, request: MetaRequest) -> MetaResult:
@@ -645,7 +734,9 @@ class Commands:
         key = request.key
         incr = request.mode != "decr"
         order = request.order if request.abort_at is None else request.order[: request.abort_at]
+        watched = self.logger.requests
         with self.lock.write():
+            before = store.lookup(key) if watched else None
             # memcached's ma compares only a non-zero CAS.
             status, number, cas = store.arith(
                 key, incr, request.delta, None, 0, request.compare_cas or 0
@@ -674,6 +765,8 @@ class Commands:
                     rec = store.set_expiry(key, new_exptime)
                 item = unpack(rec)
         self._count_arith(incr, status, created)
+        if watched:
+            self._log_arith(key, before, created, status, rec if created else None)
         return MetaResult(status, item, cas, number, ttl, created=created)
 
     def _remaining(self, exptime: int, now: float) -> int:

@@ -48,6 +48,7 @@ from .commands import Commands, GetMany
 from .config import Settings
 from .protocol import SEND_THRESHOLD, Protocol, ProtocolError, protocol_for
 from .stats import ConnectionInfo, Stats
+from .watch import CLOSE_ERROR, CLOSE_IDLE, CLOSE_NORMAL, CLOSE_SHUTDOWN
 
 log = logging.getLogger("mbserver.connection")
 
@@ -70,6 +71,7 @@ _HAND_OFF = 2  # (from the hub) replies or requests are left for the greenlet
 # What the read watcher's callback hands the parked greenlet, besides data.
 _RESUME = object()  # _answer stopped short: go on where it left off
 _IDLE = object()  # the idle timeout passed
+_WATCH_WAKE = object()  # a watching connection's wakeup: log lines, or the client went
 
 
 class ClientTooSlow(Exception):
@@ -105,6 +107,9 @@ class Connection:
         self._parked = False  # the greenlet waits for the read callback to hand over
         self._handed = None  # what the callback hands over: data, _RESUME or _IDLE
         self._idle_timer = None
+        self.close_reason = CLOSE_NORMAL
+        self._logger = commands.logger
+        self._watch_waiting = self._watch_woken = self._watch_closed = False
         self._fresh = False  # the lone GET may be taken (see _after_batch)
         self._lone_get = self._get_reply = self._get_record = None
         self._sock_send = sock.send
@@ -114,11 +119,12 @@ class Connection:
             self._answer_untimed = self._answer
             self._answer = self._answer_timed
         fileno = getattr(sock, "fileno", None)
+        self._fd = -1 if fileno is None else fileno()
         if fileno is None:
             self._readable = self._writable = None
         else:
-            self._readable = self._hub.loop.io(fileno(), _READ)
-            self._writable = self._hub.loop.io(fileno(), _WRITE)
+            self._readable = self._hub.loop.io(self._fd, _READ)
+            self._writable = self._hub.loop.io(self._fd, _WRITE)
         # Answering from the hub needs a socket whose calls never wait.
         gettimeout = getattr(sock, "gettimeout", None)
         self._nonblocking = (
@@ -139,7 +145,10 @@ class Connection:
         )
 
     def serve(self) -> None:
-        """Run until the client quits, disconnects, breaks the protocol or times out."""
+        """Run until the client quits, disconnects, breaks the protocol or times out.
+
+        ``close_reason`` then says why, in memcached's words (`watch connevents`).
+        """
         self._greenlet = gevent.getcurrent()
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -147,19 +156,26 @@ class Connection:
             pass  # not TCP (a unix socket or a test's socketpair): nothing to tune
         try:
             if self._tls and not self._handshake():
+                self.close_reason = CLOSE_ERROR
                 return
             self._serve()
         except ClientTooSlow:
+            self.close_reason = CLOSE_ERROR
             log.info(
                 "%s: reply unread for %.0f s; closing", self.peer, self.settings.send_timeout
             )
         except ssl.SSLError as error:
+            self.close_reason = CLOSE_ERROR
             log.info("%s: TLS error: %s", self.peer, error.reason or error)
         except OSError as error:
+            self.close_reason = CLOSE_ERROR
             if error.errno in _GONE:
                 log.debug("%s: connection lost (%s)", self.peer, error.strerror)
             else:
                 log.warning("%s: socket error: %s", self.peer, error)
+        except gevent.GreenletExit:
+            self.close_reason = CLOSE_SHUTDOWN  # server.stop() closes idle connections so
+            raise
         finally:
             self.info.state = "conn_closing"
             for watcher in (self._readable, self._writable, self._idle_timer):
@@ -188,13 +204,18 @@ class Connection:
         self._fresh = self._lone_get is not None
         while True:
             if self._answer(data, True) == _CLOSE:
-                return
+                break
             if self.stopping:
                 data = self._drain()
             else:
                 data = self._next_request()
             if data is None:
-                return
+                break
+        watcher = getattr(protocol, "watcher", None)
+        if watcher is not None:
+            self._watch(watcher)
+        elif self.stopping:
+            self.close_reason = CLOSE_SHUTDOWN
 
     # -- answering -------------------------------------------------------
 
@@ -207,6 +228,8 @@ class Connection:
         waited for: what is left stays in ``_out``, the unanswered requests
         in the parser, and the result is _HAND_OFF.
         """
+        if self._logger.requests:
+            self._logger.cfd = self._fd  # `watch` lines name the connection
         if data is not _RESUME:
             self.stats.bytes_read += len(data)
             # The lone GET: a read holding exactly one plain GET, the
@@ -264,7 +287,10 @@ class Connection:
                         return _HAND_OFF
                     pending = 0
         except ProtocolError as error:
+            self.close_reason = CLOSE_ERROR
             log.info("%s: protocol error: %s; closing", self.peer, error)
+            if error.drop_replies:
+                out.clear()
             if error.reply:
                 out.append(error.reply)
             protocol.closing = True
@@ -317,6 +343,7 @@ class Connection:
             self._parked = False
         handed, self._handed = self._handed, None
         if handed is _IDLE:
+            self.close_reason = CLOSE_IDLE
             log.info("%s: idle for %.0f s; closing", self.peer, self.settings.idle_timeout)
             return None
         if handed is _RESUME or handed:
@@ -371,6 +398,65 @@ class Connection:
         self._idle_timer = None
         self._hand_off(_IDLE)
 
+    # -- watching the log ------------------------------------------------
+
+    def _watch(self, watcher) -> None:
+        """`watch`: send the log lines as the logger buffers them, until the client goes.
+
+        The logger only buffers (a slow watcher loses lines, see ``watch``)
+        and arranges a wakeup; this greenlet sends, waiting for the client
+        as long as the send timeout allows.
+        """
+        logger = self._logger
+        readable = self._readable
+        self.info.state = "conn_watch"
+        if readable is None:  # a test's scripted socket: nothing to wait on
+            logger.remove(watcher)
+            return
+        watcher.wake = self._wake_watcher
+        readable.start(self._on_watcher_readable)
+        try:
+            while True:
+                data = watcher.take()
+                if data:
+                    self._flush([data], True)
+                    continue
+                if self._watch_closed:
+                    return
+                self._watch_waiting = True
+                try:
+                    if self._hub.switch() is not _WATCH_WAKE:
+                        raise RuntimeError("unexpected switch into a watching connection")
+                finally:
+                    self._watch_waiting = False
+        finally:
+            readable.stop()
+            logger.remove(watcher)
+
+    def _wake_watcher(self) -> None:
+        """Lines arrived (called from wherever they were logged): wake the watcher, later."""
+        if self._watch_waiting and not self._watch_woken:
+            self._watch_woken = True
+            self._hub.loop.run_callback(self._switch_to_watcher)
+
+    def _switch_to_watcher(self) -> None:
+        self._watch_woken = False
+        if self._watch_waiting:
+            self._greenlet.switch(_WATCH_WAKE)
+
+    def _on_watcher_readable(self) -> None:
+        """In the hub: a watcher sends nothing memcached reads; notice when it goes."""
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._watch_closed = True
+            self._readable.stop()
+            self._wake_watcher()
+
     # -- socket I/O ------------------------------------------------------
 
     # The waits below are bounded with gevent's silent Timeout (exception
@@ -408,6 +494,7 @@ class Connection:
         with Timeout(idle_timeout or None, False):
             self._wait(self._readable)
             return True
+        self.close_reason = CLOSE_IDLE
         log.info("%s: idle for %.0f s; closing", self.peer, idle_timeout)
         return False
 

@@ -330,9 +330,17 @@ class Server:
         stats.connections[ident] = connection.info
         self._connections[ident] = (connection, gevent.getcurrent())
         log.debug("%s: connected (#%d)", peer, ident)
+        logger = self.commands.logger
+        # `watch connevents` names a client as memcached's logger does.
+        rip, rport, transport = ("unix", 0, b"local") if unix else (*address[:2], b"tcp")
+        cfd = raw.fileno()
+        if logger.connevents:
+            logger.conn_new(rip, rport, transport, cfd)
         try:
             connection.serve()
         finally:
+            if logger.connevents:
+                logger.conn_close(rip, rport, transport, connection.close_reason, cfd)
             raw.close()
             stats.curr_connections -= 1
             del stats.connections[ident]

@@ -79,6 +79,9 @@ class ItemStore(Protocol):
     total_items: int
     evictions: int
     reclaimed: int
+    # Told of each live item evicted: (key, record, fetched, now); None when
+    # nobody watches evictions.
+    on_evict: Callable[[bytes, bytes, bool, float], None] | None
 
     def __len__(self) -> int: ...
 

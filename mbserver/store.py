@@ -151,6 +151,9 @@ class Store:
         # uses the meta commands (the only ones that can ask): a cache used
         # through get/set alone pays nothing for it.
         self._track_fetches = False
+        # Told of every live item evicted: (key, record, fetched, now). The
+        # command layer sets it while someone runs `watch evictions`.
+        self.on_evict: Callable[[bytes, bytes, bool, float], None] | None = None
 
     # -- reading ---------------------------------------------------------
 
@@ -572,12 +575,16 @@ class Store:
                 break
             victims.append((key, rec))
             freed += ITEM_OVERHEAD + len(key) + len(rec) - VALUE_OFFSET
+        on_evict = self.on_evict
         for key, rec in victims:
+            fetched = key not in self._unfetched
             self._unlink(key, rec)
             if expired(rec, now):
                 self.reclaimed += 1
             else:
                 self.evictions += 1
+                if on_evict is not None:
+                    on_evict(key, rec, fetched, now)
 
     def shrink(self, limit_bytes: int, most: int) -> bool:
         """Move toward a new memory limit (``cache_memlimit``): evict at most

@@ -34,11 +34,16 @@ SEND_THRESHOLD = 1 << 20
 
 
 class ProtocolError(Exception):
-    """The stream cannot go on: send ``reply`` (if any), then close."""
+    """The stream cannot go on: send ``reply`` (if any), then close.
 
-    def __init__(self, message: str, reply: bytes = b""):
+    With ``drop_replies`` the replies to the requests before it in the same
+    read are dropped too: memcached's text protocol closes before it writes.
+    """
+
+    def __init__(self, message: str, reply: bytes = b"", drop_replies: bool = False):
         super().__init__(message)
         self.reply = reply
+        self.drop_replies = drop_replies
 
 
 class Parser(Interface):

@@ -47,6 +47,7 @@ from ..commands import (
     ADMIN_OK,
     NO_CAS_MATCH,
     AdminRequest,
+    WatchRequest,
     AdminResult,
     FlushRequest,
     GetMany,
@@ -64,6 +65,8 @@ from ..record import (
     MEMCACHED_ITEM_HEADER,
     VALUE_OFFSET,
 )
+from ..watch import FETCHERS
+from ..watch import KINDS as WATCH_KINDS
 from ..storage import EXISTS, NO_MEMORY, NOT_FOUND, NOT_STORED, OK, TOO_LARGE
 from . import COPY_LIMIT, Answering, ProtocolError, write_run
 from . import meta
@@ -188,6 +191,7 @@ class TextParser(meta.MetaParsing):
             b"shutdown": self._shutdown,
             b"cache_memlimit": self._cache_memlimit,
             b"refresh_certs": self._refresh_certs,
+            b"watch": self._watch,
             b"mg": self._mg,
             b"ms": self._ms,
             b"md": self._md,
@@ -274,7 +278,8 @@ class TextParser(meta.MetaParsing):
             return None
         if not _is_get_line(buffer.data, buffer.pos):
             raise ProtocolError(
-                f"no newline in {min(available, READ_BUFFER_SIZE)} bytes of a command line"
+                f"no newline in {min(available, READ_BUFFER_SIZE)} bytes of a command line",
+                drop_replies=True,
             )
         self._long_line = True
         return buffer.take_line(None)
@@ -322,7 +327,7 @@ class TextParser(meta.MetaParsing):
             and not (name[0] == 0x6D and len(name) == 2)  # m.: a meta command's shape
             and name not in _MEMCACHED_ONLY
         ):
-            raise ProtocolError("an HTTP request line")
+            raise ProtocolError("an HTTP request line", drop_replies=True)
         return ERROR
 
     @staticmethod
@@ -532,6 +537,18 @@ class TextParser(meta.MetaParsing):
         if megabytes > MAX_MEMLIMIT:
             return self._fail(_MEMLIMIT_TOO_LARGE, noreply)
         return AdminRequest("cache_memlimit", megabytes, quiet=noreply)
+
+    def _watch(self, tokens, ntokens):
+        # As memcached: no kinds means fetchers; an unknown one is an error.
+        if ntokens <= 2:
+            return WatchRequest(FETCHERS)
+        kinds = 0
+        for token in tokens[1 : ntokens - 1]:
+            kind = WATCH_KINDS.get(token)
+            if kind is None:
+                return ERROR
+            kinds |= kind
+        return WatchRequest(kinds)
 
     def _refresh_certs(self, tokens, ntokens):
         # memcached takes any arguments, and a last "noreply" silences only OK.
@@ -766,6 +783,8 @@ class TextProtocol(Answering):
         self.lone_get = self.parser.lone_get if auth is None else None
         self._own["reply"] = self._canned
         self._own["shutdown"] = self._shutdown
+        self._own["watch"] = self._watch
+        self.watcher = None  # set once the connection has become a log watcher
 
     @staticmethod
     def _canned(request: Reply, out: list) -> int:
@@ -777,6 +796,15 @@ class TextProtocol(Answering):
             # As memcached: the connection that asked closes without a reply.
             self.closing = True
         return _write_admin(request, result, out)
+
+    def _watch(self, request: WatchRequest, out: list) -> int:
+        """`watch`: this connection stops taking commands and streams log lines."""
+        watcher = self.commands.logger.add(request.kinds)
+        if watcher is None:
+            return put(out, b"WATCHER_TOO_MANY log watcher limit reached\r\n")
+        self.watcher = watcher
+        self.closing = True  # to commands: the connection streams the log from now on
+        return put(out, b"OK\r\n")
 
     def answer_gets(self, run: GetMany, out: list, pending: int) -> int:
         if not self.authenticated:

@@ -247,6 +247,9 @@ class Commands:
         self.settings = settings
         self.admin = admin
         self.logger = logger if logger is not None else Logger(stats.clock, store)
+        # The read paths' store calls, bound once (see RWLock.reading).
+        self._store_get_record = store.get_record
+        self._store_get_many = store.get_many
         self._handlers = {
             "gat": self._gat,
             "touch": self._touch,
@@ -299,12 +302,7 @@ class Commands:
         safe under a read lock because store calls never yield, so no other
         greenlet runs while one is in progress.
         """
-        lock = self.lock
-        lock.acquire_read()
-        try:
-            records = self.store.get_many(keys)
-        finally:
-            lock.release_read()
+        records = self.lock.reading(self._store_get_many, keys)
         stats = self.stats
         count = len(records)
         misses = records.count(None)
@@ -318,12 +316,7 @@ class Commands:
 
     def get_record(self, key: bytes) -> bytes | None:
         """One key's item record or None: get_many for a lone GET."""
-        lock = self.lock
-        lock.acquire_read()
-        try:
-            record = self.store.get_record(key)
-        finally:
-            lock.release_read()
+        record = self.lock.reading(self._store_get_record, key)
         stats = self.stats
         stats.cmd_get += 1
         if record is None:

@@ -407,3 +407,27 @@ def test_introspection_reports_state():
     gates["W1"].set()
     w.join()
     assert (lock.readers, lock.writer, lock.waiting, lock.locked) == (0, False, 0, False)
+
+
+def test_reading_holds_the_lock_for_the_call_alone():
+    lock = RWLock()
+    seen = []
+    assert lock.reading(lambda arg: seen.append((arg, lock.readers, lock.writer)) or 42, "x") == 42
+    assert seen == [("x", 1, False)] and not lock.locked
+    with pytest.raises(ZeroDivisionError):
+        lock.reading(lambda arg: 1 / 0, None)
+    assert not lock.locked and lock.free
+
+
+def test_reading_waits_behind_a_writer_and_keeps_fifo_order():
+    lock = RWLock()
+    order = []
+    lock.acquire_write()
+    reader = gevent.spawn(lock.reading, lambda arg: order.append(arg), "reader")
+    run_until(lambda: lock.waiting == 1)
+    writer = gevent.spawn(lambda: (lock.acquire_write(), order.append("writer"), lock.release_write()))
+    run_until(lambda: lock.waiting == 2)
+    assert not lock.free
+    lock.release_write()
+    gevent.joinall([reader, writer], raise_error=True)
+    assert order == ["reader", "writer"] and lock.free

@@ -37,6 +37,7 @@ and the stream goes on.
 from __future__ import annotations
 
 import logging
+import re
 from itertools import repeat
 from typing import NamedTuple
 
@@ -122,6 +123,11 @@ class TextGets(NamedTuple):
     # answers with this error instead of their values.
     error: bytes = b""
 
+
+# `get <key>` alone, a key that memcached's tokenizer takes as it is: what
+# lone_get answers without the parser (one regex call is a third of the
+# slices and scans it replaces).
+_LONE_GET = re.compile(rb"get ([^ \r\n\0]{1,250})\r\n").fullmatch
 
 _GET = TextGets()
 _GETS = TextGets(cas=True)
@@ -219,24 +225,17 @@ class TextParser(meta.MetaParsing):
         record. Anything unusual in the key (a byte memcached's tokenizer
         treats specially) is left to the general parser.
         """
-        buffer = self.buffer
-        if (
-            data[:4] == b"get "
-            and data[-2:] == CRLF
-            and buffer.pos >= len(buffer.data)
-            and buffer.chunks is None
-            and self._block is None
-            and not buffer.skipping
-            and data.__class__ is bytes
-        ):
-            key = data[4:-2]
+        match = _LONE_GET(data)
+        if match is not None:
+            buffer = self.buffer
             if (
-                0 < len(key) <= MAX_KEY_LENGTH
-                and b" " not in key
-                and b"\n" not in key
-                and b"\r" not in key
-                and b"\0" not in key
+                buffer.pos >= len(buffer.data)
+                and buffer.chunks is None
+                and self._block is None
+                and not buffer.skipping
+                and data.__class__ is bytes
             ):
+                key = match.group(1)
                 return key, key
         return None
 

@@ -280,7 +280,12 @@ class BinaryParser:
             buffer.pos = pos + HEADER_SIZE
             buffer.skip(bodylen)
             return Request("unknown", opcode=opcode, opaque=opaque)
-        if not _fits(rule, keylen, extlen, bodylen):
+        # _fits, written out: every request but a GET passes here.
+        if (
+            extlen not in rule.extras
+            or (not keylen if rule.key is _KEY else (keylen and rule.key is _NO_KEY))
+            or (not rule.value and bodylen != keylen + extlen)
+        ):
             raise self._invalid(opcode, opaque, keylen, extlen, bodylen)
         start = pos + HEADER_SIZE
         value_len = bodylen - keylen - extlen

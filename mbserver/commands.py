@@ -11,9 +11,11 @@ can be holding it while it waits on a socket.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, NamedTuple
 
-from . import stats as statsmod
+from . import statgroups
+from .crawler import LruCrawler, walk
 from .record import Item, unpack
 from .rwlock import RWLock
 from .storage import (
@@ -67,6 +69,17 @@ class StatsRequest(NamedTuple):
     quiet = False
 
 
+class CrawlerRequest(NamedTuple):
+    """`lru_crawler crawl|tocrawl|sleep|enable|disable`, arguments checked."""
+
+    verb: str
+    classes: frozenset[int] | None | str = None  # crawl
+    number: int = 0  # tocrawl, sleep
+
+    command = "lru_crawler"
+    quiet = False
+
+
 class FlushRequest(NamedTuple):
     """``flush_all [delay]``: invalidate every item now, or at ``delay``."""
 
@@ -95,6 +108,12 @@ class Result(NamedTuple):
     item: Item | None = None
     number: int = 0  # incr/decr: the new value
     stats: list[tuple[str, str]] | None = None
+
+
+class CrawlerResult(NamedTuple):
+    """What `lru_crawler` did, as memcached's reply line says it."""
+
+    line: str
 
 
 # A CAS no item can have (they are 64-bit): memcached compares a CAS of 0
@@ -175,6 +194,7 @@ class Commands:
             "decr": self._arith,
             "flush": self._flush,
             "stats": self._stats,
+            "lru_crawler": self._lru_crawler,
             "noop": self._nothing,
             "version": self._nothing,
             "quit": self._nothing,
@@ -189,6 +209,7 @@ class Commands:
             self._handlers[mode] = self._store
         for name in ("mg", "ms", "md", "ma", "me"):
             self._handlers[name] = self._tracking_fetches(self._handlers[name])
+        self.crawler = LruCrawler(store, lock)
 
     def _tracking_fetches(self, handler):
         """A meta handler that first makes the store track unread items (mg's h)."""
@@ -364,9 +385,12 @@ class Commands:
 
     def _stats(self, request: StatsRequest) -> Result:
         group = request.group.decode("ascii", "replace")
-        # `stats reset` writes; every other group only reads.
-        with self.lock.write() if group == "reset" else self.lock.read():
-            pairs = self._stat_group(group)
+        if group == "sizes":
+            pairs = statgroups.sizes_group(self._sizes())
+        else:
+            # `stats reset` writes; every other group only reads.
+            with self.lock.write() if group == "reset" else self.lock.read():
+                pairs = self._stat_group(group)
         if pairs is None:
             return RESULT_NOT_FOUND
         return Result(OK, stats=pairs)
@@ -374,22 +398,55 @@ class Commands:
     def _stat_group(self, group: str) -> list[tuple[str, str]] | None:
         store, stats, settings = self.store, self.stats, self.settings
         if group == "":
-            return statsmod.general(stats, store, settings)
+            return statgroups.general(stats, store, settings, self.crawler)
         if group == "settings":
-            return statsmod.settings_group(settings, stats)
+            return statgroups.settings_group(settings, stats, store, self.crawler, False)
         if group == "items":
-            return statsmod.items_group(store)
+            return statgroups.items_group(store)
         if group == "slabs":
-            return statsmod.slabs_group(store)
-        if group == "sizes":
-            return statsmod.sizes_group(store)
+            return statgroups.slabs_group(store)
         if group == "conns":
-            return statsmod.conns_group(stats)
+            return statgroups.conns_group(stats, settings)
+        if group in ("sizes_enable", "sizes_disable"):
+            stats.sizes_enabled = group == "sizes_enable"
+            return [("sizes_status", "enabled" if stats.sizes_enabled else "disabled")]
         if group == "reset":
             stats.reset()
             store.reset_counters()
+            self.crawler.starts = 0
             return []
         return None
+
+    def _sizes(self) -> dict[int, int] | None:
+        """Items per `stats sizes` bucket, counted a slice at a time; None
+        after `stats sizes_disable`."""
+        if not self.stats.sizes_enabled:
+            return None
+        buckets: Counter[int] = Counter()
+        bucket = statgroups.size_bucket
+        for entries in walk(self.store, self.lock, self.store.entries):
+            buckets.update(bucket(key, rec) for key, rec, _, _ in entries)
+        return buckets
+
+    # -- the LRU crawler (text protocol only) -------------------------------
+
+    def _lru_crawler(self, request: CrawlerRequest) -> CrawlerResult:
+        crawler = self.crawler
+        verb = request.verb
+        if verb == "crawl":
+            line = crawler.crawl(request.classes)
+        elif verb == "tocrawl":
+            crawler.tocrawl = request.number
+            line = "OK"
+        elif verb == "sleep":
+            crawler.sleep = request.number
+            line = "OK"
+        elif verb == "enable":
+            line = "OK" if crawler.enable() else "ERROR failed to start lru crawler thread"
+        else:
+            crawler.disable()
+            line = "OK"
+        return CrawlerResult(line)
 
     def _nothing(self, request: Request) -> Result:
         return RESULT_OK
@@ -447,7 +504,9 @@ class Commands:
                 if "u" not in request.order and not (
                     aborted and _LOCKED_FLAGS & set(request.order)
                 ):
-                    store.get_many((key,))
+                    store.fetch(key)
+                if not aborted:
+                    store.count_hit(key, touch="T" in order)
                 result = MetaResult(
                     OK,
                     unpack(rec),
@@ -476,6 +535,7 @@ class Commands:
 
     def _me(self, request: MetaRequest) -> MetaResult:
         store = self.store
+        self.stats.cmd_meta += 1  # memcached 1.6.18 counts only me as a meta command
         with self.lock.read():
             rec = store.lookup(request.key)
             if rec is None:

@@ -43,6 +43,10 @@ class Settings:
     snapshot: str | None = None  # file for warm restarts; None = off
     snapshot_interval: float = 0.0  # seconds between periodic snapshots; 0 = only on stop
     metrics_port: int | None = None  # serve /metrics and /healthz here; None = off
+    unix_socket: str | None = None
+    unix_mask: int = 0o700
+    enable_shutdown: bool = False
+    prefix_delimiter: str = ":"  # -D: what ends a key's prefix in `stats detail`
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -28,6 +28,7 @@ from .config import Settings
 from .connection import Connection
 from .rwlock import RWLock
 from .snapshot import Snapshots
+from .statgroups import address
 from .stats import Stats
 from .store import Store
 
@@ -93,6 +94,7 @@ class Server:
         if self.snapshots is not None:
             self.snapshots.load()  # before accepting: clients see the whole warm cache
         self.listener.start()
+        self.stats.listeners[next(self._ids)] = address(self.address)
         if self.settings.metrics_port is not None:
             self.binding = format_address(self.settings.host, self.settings.metrics_port)
             # Imported only when asked for: prometheus_client costs ~11 MiB.
@@ -143,6 +145,7 @@ class Server:
         closed regardless.
         """
         self._stopping = True
+        self.stats.accepting = False
         if self.metrics is not None:
             self.metrics.draining = True
         self.listener.close()

@@ -114,9 +114,6 @@ class ItemStore(Protocol):
     def items(self) -> list[tuple[bytes, Item]]:
         """Every live item, least recently used first."""
 
-    def oldest_age(self) -> float:
-        """Seconds since the least recently used item was last bumped."""
-
     def class_usage(self) -> dict[int, tuple[int, int, int]]:
         """Per class holding items: (items, memcached bytes, oldest last access)."""
 

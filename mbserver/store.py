@@ -366,12 +366,6 @@ class Store:
                 usage[cls] = (held >> _COUNT_SHIFT, held & _BYTES_MASK, min(ages))
         return usage
 
-    def oldest_age(self) -> float:
-        """Seconds since the least recently used item was last bumped."""
-        for rec in self._items.values():
-            return max(0.0, self.clock() - TIMES.unpack_from(rec)[1])
-        return 0.0
-
     def table_bytes(self) -> int:
         """The item table's own size in memory (its hash table, not the items)."""
         return sys.getsizeof(self._items)

@@ -38,13 +38,24 @@ from itertools import repeat
 from typing import NamedTuple
 
 from .. import PROTOCOL_VERSION
-from ..commands import NO_CAS_MATCH, FlushRequest, GetMany, Request, Result, StatsRequest
+from ..commands import (
+    NO_CAS_MATCH,
+    CrawlerRequest,
+    CrawlerResult,
+    FlushRequest,
+    GetMany,
+    Request,
+    Result,
+    StatsRequest,
+)
+from ..crawler import BADCLASS
 from ..record import (
     CAS,
     CAS_OFFSET,
     FLAGS,
     FLAGS_OFFSET,
     MAX_KEY_LENGTH,
+    MAX_SLAB_CLASS,
     MEMCACHED_FLAGS_SIZE,
     MEMCACHED_ITEM_HEADER,
     VALUE_OFFSET,
@@ -57,6 +68,7 @@ from .ascii import (
     ARITH_ERRORS,
     BAD_CHUNK,
     BAD_FORMAT,
+    BAD_FORMAT_REPLY,
     COPY_LIMIT,
     CRLF,
     ERROR,
@@ -161,6 +173,7 @@ class TextParser(meta.MetaParsing):
             b"verbosity": self._verbosity,
             b"quit": self._quit,
             b"shutdown": self._shutdown,
+            b"lru_crawler": self._lru_crawler,
             b"mg": self._mg,
             b"ms": self._ms,
             b"md": self._md,
@@ -447,6 +460,24 @@ class TextParser(meta.MetaParsing):
             return StatsRequest()
         return StatsRequest(tokens[1], tuple(tokens[2 : ntokens - 1]))
 
+    def _lru_crawler(self, tokens, ntokens):
+        """`lru_crawler crawl CLASSES`, `tocrawl N`, `sleep N`, `enable`,
+        `disable`: memcached's checks and errors."""
+        verb = tokens[1] if ntokens > 2 else b""
+        if ntokens == 4:
+            if verb == b"crawl":
+                return CrawlerRequest("crawl", _classes(tokens[2]))
+            if verb in (b"tocrawl", b"sleep"):
+                number = strtoul32(tokens[2])
+                if number is None:
+                    return BAD_FORMAT_REPLY
+                if verb == b"sleep" and number > 1000000:
+                    return reply(b"CLIENT_ERROR sleep must be one second or less")
+                return CrawlerRequest(verb.decode(), number=number)
+        elif ntokens == 3 and verb in (b"enable", b"disable"):
+            return CrawlerRequest(verb.decode())
+        return ERROR
+
     def _version(self, tokens, ntokens):
         return Request("version")
 
@@ -463,6 +494,22 @@ class TextParser(meta.MetaParsing):
 
     def _shutdown(self, tokens, ntokens):
         return _SHUTDOWN  # as memcached started without --enable-shutdown
+
+
+def _classes(text: bytes) -> frozenset[int] | None | str:
+    """A crawl's classes: ``all`` or ``hash`` (the whole table) is None,
+    ``1,5,9`` those classes, anything else BADCLASS."""
+    if text in (b"all", b"hash"):
+        return None
+    classes = set()
+    for field in text.split(b","):
+        if not field:
+            continue  # memcached's strtok skips empty fields
+        cls = strtoul32(field)
+        if cls is None or not 1 <= cls <= MAX_SLAB_CLASS:
+            return BADCLASS
+        classes.add(cls)
+    return frozenset(classes)
 
 
 # -- writing ----------------------------------------------------------------
@@ -588,13 +635,19 @@ def _write_flush(request: FlushRequest, result: Result, out: list) -> int:
 
 
 def _write_stats(request: StatsRequest, result: Result, out: list) -> int:
+    group = request.group
     if result.status is not OK:
         return put(out, b"ERROR\r\n")
-    if request.group == b"reset":
+    if group == b"reset":
         return put(out, b"RESET\r\n")
     lines = [b"STAT %s %s\r\n" % (name.encode(), value.encode()) for name, value in result.stats]
-    lines.append(_END)
+    if group not in (b"sizes_enable", b"sizes_disable"):  # memcached sends these without END
+        lines.append(_END)
     return put(out, b"".join(lines))
+
+
+def _write_lru_crawler(request: CrawlerRequest, result: CrawlerResult, out: list) -> int:
+    return put(out, result.line.encode() + CRLF)
 
 
 def _write_version(request: Request, result: Result, out: list) -> int:
@@ -621,6 +674,7 @@ _WRITERS = {
     "touch": _write_touch,
     "flush": _write_flush,
     "stats": _write_stats,
+    "lru_crawler": _write_lru_crawler,
     "version": _write_version,
     "quit": _write_nothing,
     "reply": _write_reply,

@@ -744,7 +744,7 @@ def test_a_multi_get_is_written_in_slices():
     ],
 )
 def test_replies_by_status(command, status, expected):
-    request = Request(command, b"k")
+    request = StatsRequest(b"k") if command == "stats" else Request(command, b"k")
     assert written(write_text, request, Result(status)) == expected
     if command not in ("stats", "version", "quit"):
         quiet = request._replace(quiet=True)

@@ -12,7 +12,7 @@ can be holding it while it waits on a socket.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from . import statgroups
 from .crawler import LruCrawler, walk
@@ -66,6 +66,23 @@ class StatsRequest(NamedTuple):
     opaque: int = 0
 
     command = "stats"
+    quiet = False
+
+
+class DumpRequest(NamedTuple):
+    """A key dump: `lru_crawler metadump CLASSES` or `stats cachedump CLASS LIMIT`.
+
+    ``classes`` is a set of size classes, None for every class, or the
+    crawler's BADCLASS when the request named an invalid one (memcached
+    reports that only after other checks). The command layer hands out the
+    items a slice at a time (``Commands.dump``); the protocol writes them.
+    """
+
+    kind: str  # "metadump" or "cachedump"
+    classes: frozenset[int] | None | str = None
+    limit: int = 0  # cachedump: at most this many items (0: no limit)
+
+    command = "dump"
     quiet = False
 
 
@@ -428,7 +445,23 @@ class Commands:
             buckets.update(bucket(key, rec) for key, rec, _, _ in entries)
         return buckets
 
-    # -- the LRU crawler (text protocol only) -------------------------------
+    # -- key dumps and the crawler (text protocol only) -------------------
+
+    def dump(self, request: DumpRequest) -> Iterator[list[tuple[bytes, bytes, int, bool]]]:
+        """The items a dump shows, a slice at a time: lists of (key, record,
+        size class, fetched), each read under the store lock and handed out
+        with it released. metadump goes from the least recently used item,
+        cachedump from the most recent and skips items stored with binary
+        keys, as memcached's do. Stop early by closing the iterator.
+        """
+        store = self.store
+        classes = request.classes
+        cachedump = request.kind == "cachedump"
+
+        def read(keys):
+            return store.entries(keys, classes, binary_keys=not cachedump)
+
+        yield from walk(store, self.lock, read, newest_first=cachedump)
 
     def _lru_crawler(self, request: CrawlerRequest) -> CrawlerResult:
         crawler = self.crawler

@@ -3,8 +3,8 @@
 What lives here: ``LruCrawler``: its settings (enabled, sleep, tocrawl),
 its state and counters for `stats`, and ``crawl``, which reclaims the
 expired items of the named size classes in a background greenlet, a slice
-at a time. ``walk`` is the slice loop that crawl and `stats sizes`
-share: a copy of the keys (``Store.keys``), then each slice's
+at a time. ``walk`` is the slice loop that crawl, the key dumps and
+`stats sizes` share: a copy of the keys (``Store.keys``), then each slice's
 items read under the store lock and handed out with the lock released, so
 other clients are served between slices. What does not: parsing the
 commands (``protocol.text``) or formatting dumps (the protocol writes them).
@@ -16,6 +16,7 @@ drop expired items nobody asks for before eviction gets to them.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import gevent
@@ -54,7 +55,7 @@ def walk(
     Between slices the lock is free and other greenlets run (for ``pause``
     seconds at least), so a walk of any size stalls other clients no longer
     than the copy of the keys or a slice, and the consumer of each result
-    runs with the lock released.
+    (a dump sending it) runs with the lock released.
     """
     with lock.read():
         keys = store.keys()
@@ -78,10 +79,11 @@ class LruCrawler:
         self.tocrawl = tocrawl  # items of each class a crawl checks at most; 0: all
         self.starts = 0  # crawls and metadumps started (memcached's lru_crawler_starts)
         self._crawl: gevent.Greenlet | None = None
+        self._dumps = 0  # metadumps in progress
 
     @property
     def running(self) -> bool:
-        return self._crawl is not None and not self._crawl.dead
+        return self._dumps > 0 or (self._crawl is not None and not self._crawl.dead)
 
     def enable(self) -> bool:
         """Turn the crawler on; False if it already was (memcached's error)."""
@@ -120,3 +122,14 @@ class LruCrawler:
         for _ in walk(store, self.lock, reclaim, write=True, pause=self.sleep / 1e6):
             pass
         log.debug("crawl of %s done", "all classes" if classes is None else sorted(classes))
+
+    @contextmanager
+    def dumping(self) -> Iterator[None]:
+        """Around a metadump: memcached runs those on its crawler, so they
+        count as crawler starts and show it running."""
+        self.starts += 1
+        self._dumps += 1
+        try:
+            yield
+        finally:
+            self._dumps -= 1

@@ -42,6 +42,7 @@ from ..commands import (
     NO_CAS_MATCH,
     CrawlerRequest,
     CrawlerResult,
+    DumpRequest,
     FlushRequest,
     GetMany,
     Request,
@@ -62,7 +63,7 @@ from ..record import (
 )
 from ..storage import EXISTS, NO_MEMORY, NOT_FOUND, NOT_STORED, OK, TOO_LARGE
 from . import Answering, ProtocolError, write_run
-from . import meta
+from . import dumps, meta
 from .ascii import (
     AGAIN,
     ARITH_ERRORS,
@@ -458,15 +459,31 @@ class TextParser(meta.MetaParsing):
     def _stats(self, tokens, ntokens):
         if ntokens <= 2:
             return StatsRequest()
+        if tokens[1] == b"cachedump":
+            return self._cachedump(tokens, ntokens)
         return StatsRequest(tokens[1], tuple(tokens[2 : ntokens - 1]))
 
+    @staticmethod
+    def _cachedump(tokens, ntokens):
+        """`stats cachedump CLASS LIMIT`, checked as memcached checks it."""
+        if ntokens < 5:
+            return reply(b"CLIENT_ERROR bad command line")
+        cls, limit = strtoul32(tokens[2]), strtoul32(tokens[3])
+        if cls is None or limit is None:
+            return BAD_FORMAT_REPLY
+        if cls > MAX_SLAB_CLASS:
+            return reply(b"CLIENT_ERROR Illegal slab id")
+        return DumpRequest("cachedump", frozenset((cls,)), limit)
+
     def _lru_crawler(self, tokens, ntokens):
-        """`lru_crawler crawl CLASSES`, `tocrawl N`, `sleep N`, `enable`,
-        `disable`: memcached's checks and errors."""
+        """`lru_crawler crawl|metadump CLASSES`, `tocrawl N`, `sleep N`,
+        `enable`, `disable`: memcached's checks and errors."""
         verb = tokens[1] if ntokens > 2 else b""
         if ntokens == 4:
             if verb == b"crawl":
                 return CrawlerRequest("crawl", _classes(tokens[2]))
+            if verb == b"metadump":
+                return DumpRequest("metadump", _classes(tokens[2]))
             if verb in (b"tocrawl", b"sleep"):
                 number = strtoul32(tokens[2])
                 if number is None:
@@ -497,8 +514,8 @@ class TextParser(meta.MetaParsing):
 
 
 def _classes(text: bytes) -> frozenset[int] | None | str:
-    """A crawl's classes: ``all`` or ``hash`` (the whole table) is None,
-    ``1,5,9`` those classes, anything else BADCLASS."""
+    """A crawl's or metadump's classes: ``all`` or ``hash`` (the whole
+    table) is None, ``1,5,9`` those classes, anything else BADCLASS."""
     if text in (b"all", b"hash"):
         return None
     classes = set()
@@ -707,10 +724,25 @@ class TextProtocol(Answering):
         # Until a client has authenticated, every request goes the long way.
         self.lone_get = self.parser.lone_get if auth is None else None
         self._own["reply"] = self._canned
+        self._own["dump"] = self._dump
 
     @staticmethod
     def _canned(request: Reply, out: list) -> int:
         return put(out, request.data)
+
+    def _dump(self, request: DumpRequest, out: list) -> int:
+        """A key dump, streamed: each slice of items is written and sent
+        before the next is read, so neither the store lock nor the dump
+        itself is ever held whole (see ``dumps``)."""
+        crawler = self.commands.crawler
+        if request.kind == "metadump":
+            if not crawler.enabled:
+                return put(out, b"CLIENT_ERROR lru crawler disabled\r\n")
+            if out:  # replies still to send: memcached hands the socket to its crawler
+                return put(out, b"ERROR cannot pipeline other commands before metadump\r\n")
+        if request.classes == BADCLASS:
+            return put(out, BADCLASS.encode() + CRLF)
+        return dumps.stream(self.commands, request, out, self._send)
 
     def answer_gets(self, run: GetMany, out: list, pending: int) -> int:
         if not self.authenticated:

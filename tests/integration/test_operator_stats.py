@@ -1,10 +1,11 @@
-"""What operators see, side by side with memcached 1.6.18: the stat groups and the LRU crawler.
+"""What operators see, side by side with memcached 1.6.18: stat groups, the crawler, key dumps.
 
 Each group's field names are compared with a live memcached holding the same
 items (the per-class suffixes for items and slabs, the per-connection ones
-for conns), the lru_crawler commands with memcached's replies to the same
-requests. Then what a comparison cannot show: a crawl really reclaims
-expired items.
+for conns); the lru_crawler commands and the dumps with memcached's replies
+to the same requests. Then what a comparison cannot
+show: a dump of many items is streamed without stalling other clients, and
+a crawl really reclaims expired items.
 """
 
 from __future__ import annotations
@@ -148,9 +149,14 @@ def test_binary_stat_gives_the_text_groups_names(pair, name):
     assert [r.key.decode() for r in replies[:-1]] == names(group(ours, name))
 
 
-# -- the lru_crawler commands --------------------------------------------------------------
+# -- the lru_crawler commands and the dumps --------------------------------------------------
 
 CRAWLER = [
+    b"lru_crawler metadump 0\r\n",
+    b"lru_crawler metadump 64\r\n",
+    b"lru_crawler metadump abc\r\n",
+    b"lru_crawler metadump 63\r\n",
+    b"lru_crawler metadump\r\n",
     b"lru_crawler crawl all\r\n",
     b"lru_crawler crawl 0\r\n",
     b"lru_crawler tocrawl 10\r\n",
@@ -158,9 +164,14 @@ CRAWLER = [
     b"lru_crawler sleep 1000001\r\n",
     b"lru_crawler enable\r\n",
     b"lru_crawler disable\r\n",
+    b"lru_crawler metadump all\r\n",
     b"lru_crawler crawl 1\r\n",
     b"lru_crawler enable\r\n",
     b"lru_crawler bogus\r\n",
+    b"stats cachedump 1\r\n",
+    b"stats cachedump a b\r\n",
+    b"stats cachedump 64 0\r\n",
+    b"stats cachedump 63 0\r\n",
 ]
 
 
@@ -170,10 +181,74 @@ def test_crawler_replies_are_memcacheds(start_server):
     try:
         reference = theirs.start()
         for request in CRAWLER:
+            # One request per connection: memcached hands a metadump's
+            # connection to its crawler thread.
             expected = text(reference, request, until=b"\r\n")
             assert text(ours, request, until=b"\r\n") == expected, request
     finally:
         theirs.stop_all()
+
+
+def dump_fields(reply: bytes) -> list[dict[str, str]]:
+    lines = reply.split(b"\n")
+    assert lines[-2:] == [b"END\r", b""]
+    return [dict(f.split("=", 1) for f in line.decode().split(" ")) for line in lines[:-2]]
+
+
+def test_dumps_show_what_memcached_shows(start_server):
+    ours = start_server()
+    theirs = Launcher("memcached")
+    try:
+        # A flat LRU on memcached, as mbserver's: cachedump then sees every item at once.
+        reference = theirs.start("-o", "no_lru_maintainer")
+        results = []
+        for server in (reference, ours):
+            text(server, b"me nope\r\n" + ITEMS.replace(b"get ", b"mg big:2 v\r\nget "))
+            time.sleep(0.05)
+            results.append(
+                (
+                    text(server, b"lru_crawler metadump all\r\n"),
+                    text(server, b"stats cachedump 1 0\r\n"),
+                    text(server, b"stats cachedump 17 1\r\n"),
+                )
+            )
+    finally:
+        theirs.stop_all()
+    (meta_theirs, one_theirs, big_theirs), (meta_ours, one_ours, big_ours) = results
+
+    def comparable(fields):
+        # Same keys, classes, sizes and fetched marks; times and CAS values may differ.
+        return sorted((f["key"], f["cls"], f["size"], f["fetch"], f["exp"] == "-1") for f in fields)
+
+    assert comparable(dump_fields(meta_ours)) == comparable(dump_fields(meta_theirs))
+    expiry = re.compile(rb"; \d{9,} s\]")
+    assert expiry.sub(b"; T s]", one_ours) == expiry.sub(b"; T s]", one_theirs)
+    assert big_ours == big_theirs == b"ITEM big:2 [3000 b; 0 s]\r\nEND\r\n"
+
+
+def test_a_big_dump_does_not_stall_other_clients(start_server):
+    server = start_server()
+    count = 60_000
+    with socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT) as s:
+        s.sendall(b"".join(b"set key:%06d 0 0 5 noreply\r\nvalue\r\n" % i for i in range(count)))
+        s.sendall(b"mn\r\n")
+        read_until(s, b"MN\r\n")
+    dumper = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+    dumper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    dumper.sendall(b"lru_crawler metadump all\r\n")
+    time.sleep(0.3)  # the dump fills the socket buffers and waits for its reader
+    worst = 0.0
+    with socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT) as other:
+        for i in range(20):  # writes: they would wait for a dump that held the lock
+            started = time.monotonic()
+            other.sendall(b"set new:%d 0 0 1\r\nx\r\nget key:%06d\r\n" % (i, i))
+            read_until(other, b"END\r\n")
+            worst = max(worst, time.monotonic() - started)
+    received = read_until(dumper, b"END\r\n")
+    dumper.close()
+    assert worst < 0.5, f"a get waited {worst:.3f} s beside a dump"
+    assert received.count(b"\n") == count + 1
+    assert received.startswith(b"key=key%3A000000 ")
 
 
 def test_crawl_reclaims_expired_items(start_server):

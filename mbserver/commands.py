@@ -18,6 +18,7 @@ from . import statgroups
 from .crawler import LruCrawler, walk
 from .record import Item, unpack
 from .rwlock import RWLock
+from .stats import PrefixStats
 from .storage import (
     EXISTS,
     KEY_BINARY,
@@ -227,6 +228,11 @@ class Commands:
         for name in ("mg", "ms", "md", "ma", "me"):
             self._handlers[name] = self._tracking_fetches(self._handlers[name])
         self.crawler = LruCrawler(store, lock)
+        # `stats detail`: the counts are kept while detail stats are off (a
+        # dump still shows them); ``detail`` is the table only while they
+        # are on, so the request paths check one attribute.
+        self.prefixes = PrefixStats(settings.prefix_delimiter)
+        self.detail: PrefixStats | None = None
 
     def _tracking_fetches(self, handler):
         """A meta handler that first makes the store track unread items (mg's h)."""
@@ -265,6 +271,8 @@ class Commands:
         stats.cmd_get += count
         stats.get_hits += count - misses
         stats.get_misses += misses
+        if self.detail is not None:
+            self.detail.record_gets(keys, records)
         return records
 
     def get_record(self, key: bytes) -> bytes | None:
@@ -281,6 +289,8 @@ class Commands:
             stats.get_misses += 1
         else:
             stats.get_hits += 1
+        if self.detail is not None:
+            self.detail.record_get(key, record is not None)
         return record
 
     def gat_many(self, keys: list[bytes], exptime: int) -> list[bytes | None]:
@@ -293,6 +303,8 @@ class Commands:
         stats.cmd_touch += len(records)
         stats.touch_hits += hits
         stats.touch_misses += len(records) - hits
+        if self.detail is not None:
+            self.detail.record_gets(keys, records)
         return records
 
     def _gat(self, request: Request) -> Result:
@@ -304,6 +316,11 @@ class Commands:
     def _touch(self, request: Request) -> Result:
         with self.lock.write():
             item = self.store.touch(request.key, request.exptime)
+        # memcached's binary TOUCH and GAT share its get path, and count in
+        # the detail stats as gets; the text touch does not (a text request
+        # has no opcode).
+        if self.detail is not None and request.opcode:
+            self.detail.record_get(request.key, item is not None)
         self.stats.cmd_touch += 1
         if item is None:
             self.stats.touch_misses += 1
@@ -316,6 +333,8 @@ class Commands:
     def _store(self, request: Request) -> Result:
         mode = _MODES[request.command]
         refused = request.refused
+        if self.detail is not None:
+            self.detail.record_set(request.key)
         lock = self.lock
         lock.acquire_write()
         try:
@@ -339,6 +358,8 @@ class Commands:
         return _new(Result, (status, cas, None, 0, None))
 
     def _delete(self, request: Request) -> Result:
+        if self.detail is not None:
+            self.detail.record_delete(request.key)
         with self.lock.write():
             status = self.store.delete(request.key, request.cas)
         if status is OK:
@@ -404,6 +425,8 @@ class Commands:
         group = request.group.decode("ascii", "replace")
         if group == "sizes":
             pairs = statgroups.sizes_group(self._sizes())
+        elif group == "detail":
+            pairs = self._detail(request.args[0] if request.args else b"")
         else:
             # `stats reset` writes; every other group only reads.
             with self.lock.write() if group == "reset" else self.lock.read():
@@ -417,7 +440,9 @@ class Commands:
         if group == "":
             return statgroups.general(stats, store, settings, self.crawler)
         if group == "settings":
-            return statgroups.settings_group(settings, stats, store, self.crawler, False)
+            return statgroups.settings_group(
+                settings, stats, store, self.crawler, self.detail is not None
+            )
         if group == "items":
             return statgroups.items_group(store)
         if group == "slabs":
@@ -430,6 +455,7 @@ class Commands:
         if group == "reset":
             stats.reset()
             store.reset_counters()
+            self.prefixes.clear()
             self.crawler.starts = 0
             return []
         return None
@@ -444,6 +470,20 @@ class Commands:
         for entries in walk(self.store, self.lock, self.store.entries):
             buckets.update(bucket(key, rec) for key, rec, _, _ in entries)
         return buckets
+
+    def _detail(self, verb: bytes) -> list[tuple[str, str]] | None:
+        """`stats detail on|off|dump`: [] for on and off, the dump as one
+        pair (memcached's binary protocol sends it so) for dump."""
+        if verb == b"on":
+            self.detail = self.prefixes
+        elif verb == b"off":
+            self.detail = None
+        elif verb == b"dump":
+            # Keys are bytes: surrogates carry any that are not UTF-8.
+            return [("detailed", self.prefixes.dump().decode("utf-8", "surrogateescape"))]
+        else:
+            return None
+        return []
 
     # -- key dumps and the crawler (text protocol only) -------------------
 

@@ -92,6 +92,14 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _delimiter(text: str) -> str:
+    if len(text) != 1 or not text.isascii() or not text.isprintable() or text.isspace():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not one printable ASCII character other than a space"
+        )
+    return text
+
+
 def _seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -223,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM/SIGINT, how long busy clients get to finish (default 10)",
     )
     parser.add_argument(
+        "-D",
+        "--prefix-delimiter",
+        metavar="CHAR",
+        type=_delimiter,
+        default=":",
+        help="the character that ends a key's prefix in `stats detail` (default :)",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -324,4 +340,5 @@ def parse_args(
         snapshot=args.snapshot,
         snapshot_interval=args.snapshot_interval,
         metrics_port=args.metrics_port,
+        prefix_delimiter=args.prefix_delimiter,
     )

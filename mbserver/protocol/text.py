@@ -651,8 +651,17 @@ def _write_flush(request: FlushRequest, result: Result, out: list) -> int:
     return 0 if request.quiet else put(out, b"OK\r\n")
 
 
+_DETAIL_USAGE = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
+
+
 def _write_stats(request: StatsRequest, result: Result, out: list) -> int:
     group = request.group
+    if group == b"detail":
+        if result.status is not OK:
+            return put(out, _DETAIL_USAGE)
+        if result.stats:  # dump: the PREFIX lines and END
+            return put(out, result.stats[0][1].encode("utf-8", "surrogateescape"))
+        return put(out, b"OK\r\n")
     if result.status is not OK:
         return put(out, b"ERROR\r\n")
     if group == b"reset":

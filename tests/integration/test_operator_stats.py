@@ -1,9 +1,9 @@
-"""What operators see, side by side with memcached 1.6.18: stat groups, the crawler, key dumps.
+"""What operators see, side by side with memcached 1.6.18: stat groups, detail stats, key dumps.
 
 Each group's field names are compared with a live memcached holding the same
 items (the per-class suffixes for items and slabs, the per-connection ones
-for conns); the lru_crawler commands and the dumps with memcached's replies
-to the same requests. Then what a comparison cannot
+for conns); detail stats, the lru_crawler commands and the dumps with
+memcached's replies to the same requests. Then what a comparison cannot
 show: a dump of many items is streamed without stalling other clients, and
 a crawl really reclaims expired items.
 """
@@ -147,6 +147,45 @@ def test_binary_stat_gives_the_text_groups_names(pair, name):
         replies = conn.sync(P.request(P.STAT, name, opaque=3))
     assert replies[-1].key == b"" and replies[-1].status == P.SUCCESS
     assert [r.key.decode() for r in replies[:-1]] == names(group(ours, name))
+
+
+# -- detail stats -------------------------------------------------------------------------
+
+DETAIL = (
+    b"stats detail on\r\nset a:1 0 0 1\r\nx\r\nset a:2 0 100 2\r\nxy\r\nset b:1 7 0 1\r\nx\r\n"
+    b"set nokey 0 0 1\r\nx\r\nget a:1 a:3 nokey\r\ndelete a:9\r\ndelete a:1\r\nincr b:1 1\r\n"
+    b"touch a:2 10\r\ngets a:2\r\nset x:y:z 0 0 1\r\n1\r\nset :foo 0 0 1\r\n1\r\nget foo:\r\n"
+    b"stats detail\r\nstats detail foo\r\nstats detail off\r\nmn\r\n"
+)
+
+
+def test_detail_stats_are_memcacheds(start_server):
+    ours, theirs = start_server(), Launcher("memcached")
+    try:
+        reference = theirs.start()
+        expected = text(reference, DETAIL, until=b"MN\r\n")
+        expected_dump = text(reference, b"stats detail dump\r\n")
+    finally:
+        theirs.stop_all()
+    assert text(ours, DETAIL, until=b"MN\r\n") == expected
+    # memcached lists prefixes in its hash table's order, mbserver as it met them.
+    dump = text(ours, b"stats detail dump\r\n")
+    assert sorted(dump.split(b"\r\n")) == sorted(expected_dump.split(b"\r\n"))
+    assert dump.count(b"PREFIX ") == 5
+
+
+def test_binary_detail_stats(start_server):
+    server = start_server()
+    with Connection(server.host, server.port) as conn:
+        on = conn.sync(P.request(P.STAT, b"detail on", opaque=1))
+        assert [(r.status, r.key) for r in on] == [(P.SUCCESS, b"")]
+        conn.sync(P.set_(b"p:1", b"v") + P.get(b"p:1") + P.request(P.DELETE, b"p:2"))
+        dump = conn.sync(P.request(P.STAT, b"detail dump", opaque=2))
+        assert [(r.key, r.value) for r in dump] == [
+            (b"detailed", b"PREFIX p get 1 hit 1 set 1 del 1\r\nEND\r\n"),
+            (b"", b""),
+        ]
+        assert conn.sync(P.request(P.STAT, b"detail", opaque=3))[0].status == P.KEY_NOT_FOUND
 
 
 # -- the lru_crawler commands and the dumps --------------------------------------------------

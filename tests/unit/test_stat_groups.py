@@ -156,12 +156,13 @@ def test_settings_values_follow_the_settings(clock):
 def test_settings_follow_the_runtime_switches(server, clock):
     values = server.values(b"settings")
     assert (values["detail_enabled"], values["lru_crawler"], values["oldest"]) == ("no", "yes", "0")
+    server.commands.execute(StatsRequest(b"detail", (b"on",)))
     server.commands.crawler.disable()
     server.commands.crawler.tocrawl = 50
     clock.advance(10)
     server.commands.execute(FlushRequest())
     values = server.values(b"settings")
-    assert values["lru_crawler"] == "no"
+    assert (values["detail_enabled"], values["lru_crawler"]) == ("yes", "no")
     assert values["lru_crawler_tocrawl"] == "50"
     # memcached's clock starts 62 s early, and "oldest" is a second before the flush.
     assert values["oldest"] == str(10 + 61)
@@ -269,7 +270,7 @@ def test_per_class_counters_add_up_to_the_global_ones(clock):
 
 def test_reset_zeroes_what_memcached_zeroes(clock):
     client = Client(clock)
-    client.send(b"set a:1 0 0 1\r\nx\r\nget a:1\r\nlru_crawler crawl all\r\n")
+    client.send(b"stats detail on\r\nset a:1 0 0 1\r\nx\r\nget a:1\r\nlru_crawler crawl all\r\n")
     assert client.send(b"stats reset\r\n") == b"RESET\r\n"
     values = dict(
         line.split(" ", 2)[1:]
@@ -279,4 +280,5 @@ def test_reset_zeroes_what_memcached_zeroes(clock):
     assert values["get_hits"] == values["cmd_set"] == values["lru_crawler_starts"] == "0"
     assert values["curr_items"] == "1"  # items stay
     assert client.store.counters.total("get_hits") == 0
+    assert client.send(b"stats detail dump\r\n") == b"END\r\n"
     assert b"STAT items:1:number 1\r\n" in client.send(b"stats items\r\n")

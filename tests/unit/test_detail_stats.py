@@ -18,7 +18,7 @@ from mbserver.stats import PrefixStats, Stats
 from mbserver.store import Store
 
 from .. import packets as P
-from .test_text_commands import Client
+from .textclient import Client
 
 
 def dump_lines(text: bytes) -> set[bytes]:

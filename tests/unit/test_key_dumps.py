@@ -1,6 +1,7 @@
 """Unit tests for the key dumps (`lru_crawler metadump`, `stats cachedump`).
 
-Replies are memcached 1.6.18's (recorded on loopback); the dumps are
+memcached's replies to bad and empty dumps are among test_text_commands'
+TRANSCRIPTS; the dumps' lines are memcached 1.6.18's. The dumps are
 streamed: each slice of items is sent before the next is read, with the
 store lock free and other greenlets let in between. No sockets: requests go
 through TextProtocol, whose send callback the tests watch.
@@ -9,7 +10,6 @@ through TextProtocol, whose send callback the tests watch.
 from __future__ import annotations
 
 import gevent
-import pytest
 
 from mbserver.crawler import SLICE
 from mbserver.protocol.dumps import CACHEDUMP_MAX, cachedump_line, metadump_line
@@ -17,12 +17,7 @@ from mbserver.record import pack
 from mbserver.store import KEY_BINARY
 
 from .conftest import T0
-from .test_text_commands import Client
-
-
-@pytest.fixture
-def client(clock) -> Client:
-    return Client(clock)
+from .textclient import Client
 
 
 def fill(client: Client, count: int, prefix: bytes = b"k", value: bytes = b"v") -> None:
@@ -52,28 +47,7 @@ def test_cachedump_line_is_memcacheds():
     assert cachedump_line(b"nul\0cut", pack(b"", 0, 0, 1, 0)) == b"ITEM nul [0 b; 0 s]\r\n"
 
 
-# -- replies to bad and good commands (memcached's) ---------------------------------
-
-REPLIES = [
-    (b"lru_crawler metadump 0\r\n", b"BADCLASS invalid class id\r\n"),
-    (b"lru_crawler metadump 64\r\n", b"BADCLASS invalid class id\r\n"),
-    (b"lru_crawler metadump abc\r\n", b"BADCLASS invalid class id\r\n"),
-    (b"lru_crawler metadump 63\r\n", b"END\r\n"),
-    (b"lru_crawler metadump 1,,2\r\n", b"END\r\n"),
-    (b"lru_crawler metadump\r\n", b"ERROR\r\n"),
-    (b"lru_crawler metadump all extra\r\n", b"ERROR\r\n"),
-    (b"stats cachedump 1\r\n", b"CLIENT_ERROR bad command line\r\n"),
-    (b"stats cachedump a b\r\n", b"CLIENT_ERROR bad command line format\r\n"),
-    (b"stats cachedump -1 0\r\n", b"CLIENT_ERROR bad command line format\r\n"),
-    (b"stats cachedump 64 0\r\n", b"CLIENT_ERROR Illegal slab id\r\n"),
-    (b"stats cachedump 63 0\r\n", b"END\r\n"),
-    (b"stats cachedump 0 0\r\n", b"END\r\n"),
-]
-
-
-@pytest.mark.parametrize(("request_", "reply"), REPLIES, ids=[r.decode().strip() for r, _ in REPLIES])
-def test_replies(client, request_, reply):
-    assert client.send(request_) == reply
+# -- refusals ---------------------------------------------------------------------------
 
 
 def test_a_disabled_crawler_refuses_metadumps(client):

@@ -1,46 +1,16 @@
 """Unit tests for the LRU crawler's commands (`lru_crawler crawl|tocrawl|sleep|enable|disable`).
 
-Replies are memcached 1.6.18's (recorded on loopback). A crawl runs in a
-background greenlet: the tests let the hub run with gevent.sleep. No
-sockets: requests go through TextProtocol and the command layer.
+memcached's replies to each command are among test_text_commands'
+TRANSCRIPTS; here, what a crawl does. It runs in a background greenlet: the
+tests let the hub run with gevent.sleep. No sockets: requests go through
+TextProtocol and the command layer (the ``client`` fixture).
 """
 
 from __future__ import annotations
 
 import gevent
-import pytest
 
 from mbserver.crawler import SLICE
-
-from .test_text_commands import Client
-
-
-@pytest.fixture
-def client(clock) -> Client:
-    return Client(clock)
-
-
-REPLIES = [
-    (b"lru_crawler crawl 0\r\n", b"BADCLASS invalid class id\r\n"),
-    (b"lru_crawler crawl 64\r\n", b"BADCLASS invalid class id\r\n"),
-    (b"lru_crawler crawl abc\r\n", b"BADCLASS invalid class id\r\n"),
-    (b"lru_crawler crawl 1,abc\r\n", b"BADCLASS invalid class id\r\n"),
-    (b"lru_crawler crawl 1,,2\r\n", b"OK\r\n"),
-    (b"lru_crawler crawl\r\n", b"ERROR\r\n"),
-    (b"lru_crawler tocrawl 10\r\n", b"OK\r\n"),
-    (b"lru_crawler tocrawl x\r\n", b"CLIENT_ERROR bad command line format\r\n"),
-    (b"lru_crawler sleep 100\r\n", b"OK\r\n"),
-    (b"lru_crawler sleep 1000001\r\n", b"CLIENT_ERROR sleep must be one second or less\r\n"),
-    (b"lru_crawler sleep x\r\n", b"CLIENT_ERROR bad command line format\r\n"),
-    (b"lru_crawler enable\r\n", b"ERROR failed to start lru crawler thread\r\n"),
-    (b"lru_crawler foo\r\n", b"ERROR\r\n"),
-    (b"lru_crawler\r\n", b"ERROR\r\n"),
-]
-
-
-@pytest.mark.parametrize(("request_", "reply"), REPLIES, ids=[r.decode().strip() for r, _ in REPLIES])
-def test_replies(client, request_, reply):
-    assert client.send(request_) == reply
 
 
 def test_settings_show_the_crawlers_settings(client):

@@ -19,7 +19,7 @@ from mbserver.stats import ConnectionInfo, Stats
 from mbserver.store import Mode, Store
 
 from .. import memcached_stats as MC
-from .test_text_commands import Client
+from .textclient import Client
 
 NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 

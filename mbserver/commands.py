@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from . import statgroups
 from .crawler import LruCrawler, walk
-from .record import Item, unpack
+from .record import Item, memcached_size, unpack
 from .rwlock import RWLock
 from .stats import PrefixStats
 from .storage import (
@@ -179,6 +179,7 @@ class MetaResult(NamedTuple):
     stale: bool = False  # X
     win_sent: bool = False  # Z: another client already won
     binary_key: bool = False  # stored by ms with b (k shows the key in base64)
+    size_class: int = 0  # me: the item's memcached size class
 
 
 _MODES = {mode.value: mode for mode in Mode}
@@ -624,6 +625,7 @@ class Commands:
             fetched=fetched,
             idle=max(0, int(now) - item.atime),
             binary_key=bool(marks & KEY_BINARY),
+            size_class=store.classes.of(memcached_size(len(request.key), len(item.value), item.flags)),
         )
 
     def _ms(self, request: MetaRequest) -> MetaResult:

@@ -26,7 +26,6 @@ with the structs and offsets below; everything else uses the functions.
 from __future__ import annotations
 
 import struct
-from bisect import bisect_left
 from typing import NamedTuple
 
 HEADER = struct.Struct(">IIQI")  # exptime, atime, cas, flags
@@ -132,14 +131,6 @@ def slab_sizes(smallest: int = 96, largest: int = SLAB_CHUNK_MAX, factor: float 
         size = (int(size * factor) + 7) // 8 * 8
     sizes.append(largest)
     return sizes
-
-
-SLAB_SIZES = slab_sizes()
-
-
-def slab_class(size: int) -> int:
-    """The memcached slab class (from 1) an item of ``size`` bytes lands in."""
-    return min(bisect_left(SLAB_SIZES, size), len(SLAB_SIZES) - 1) + 1
 
 
 class SizeClasses:

@@ -13,18 +13,12 @@ from collections import defaultdict
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mbserver.record import (
-    SLAB_SIZES,
-    SizeClasses,
-    flags_of,
-    memcached_size,
-    slab_class,
-    value_length,
-)
+from mbserver.record import SizeClasses, flags_of, memcached_size, value_length
 from mbserver.storage import KEY_BINARY
 from mbserver.store import LRU_BUMP_INTERVAL, OK, Mode, Store
 
 from .conftest import FakeClock
+from .textclient import Client
 
 SET, ADD, REPLACE, APPEND, PREPEND = Mode.SET, Mode.ADD, Mode.REPLACE, Mode.APPEND, Mode.PREPEND
 
@@ -59,7 +53,7 @@ def class_of(store: Store, key: bytes) -> int:
 
 def test_the_default_classes_are_memcacheds():
     classes = SizeClasses()
-    assert classes.sizes == MEMCACHED_CLASSES == SLAB_SIZES
+    assert classes.sizes == MEMCACHED_CLASSES
     assert (classes.largest, classes.chunk_max) == (39, 524288)
     assert classes.chunks_per_page(1) == 10922
     assert classes.chunks_per_page(39) == 2
@@ -81,12 +75,6 @@ def test_below_512k_the_item_limit_is_the_largest_chunk():
     # slab_chunk_max equal to -I, it lays out these classes.
     assert SizeClasses(1024).sizes == [96, 120, 152, 192, 240, 304, 384, 480, 600, 752, 1024]
     assert SizeClasses(1 << 30).sizes == MEMCACHED_CLASSES
-
-
-def test_slab_class_matches_the_table():
-    classes = SizeClasses()
-    for size in (1, 96, 97, 120, 121, 524288, 524289, 10**7):
-        assert classes.of(size) == slab_class(size)
 
 
 # -- items, memory and ages per class ------------------------------------------
@@ -299,3 +287,10 @@ def test_crawl_reclaims_expired_items_of_the_named_classes(clock):
     store.crawl(store.keys(), None, remaining)
     assert counters.crawler_items_checked[17] == 2 and remaining[17] == 0
     assert len(store) == 4
+
+
+def test_me_reports_the_class_for_the_item_limit(clock):
+    client = Client(clock, memory_limit=1 << 20, max_item_size=1024)
+    client.send(b"set k 0 0 900\r\n" + b"x" * 900 + b"\r\n")
+    # 59 + 1 + 900 = 960: past 752, the largest class below -I 1k is 1024, class 11.
+    assert client.send(b"me k\r\n").endswith(b" cls=11 size=960\r\n")

@@ -13,13 +13,16 @@ can be holding it while it waits on a socket.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Protocol
 
-from . import stats as statsmod
-from .record import Item, unpack
+from . import statgroups
+from .crawler import LruCrawler, walk
+from .record import Item, memcached_size, unpack
 from .rwlock import RWLock
 from .watch import Logger
+from .stats import PrefixStats
 from .storage import (
     EXISTS,
     KEY_BINARY,
@@ -68,6 +71,34 @@ class StatsRequest(NamedTuple):
     opaque: int = 0
 
     command = "stats"
+    quiet = False
+
+
+class DumpRequest(NamedTuple):
+    """A key dump: `lru_crawler metadump CLASSES` or `stats cachedump CLASS LIMIT`.
+
+    ``classes`` is a set of size classes, None for every class, or the
+    crawler's BADCLASS when the request named an invalid one (memcached
+    reports that only after other checks). The command layer hands out the
+    items a slice at a time (``Commands.dump``); the protocol writes them.
+    """
+
+    kind: str  # "metadump" or "cachedump"
+    classes: frozenset[int] | None | str = None
+    limit: int = 0  # cachedump: at most this many items (0: no limit)
+
+    command = "dump"
+    quiet = False
+
+
+class CrawlerRequest(NamedTuple):
+    """`lru_crawler crawl|tocrawl|sleep|enable|disable`, arguments checked."""
+
+    verb: str
+    classes: frozenset[int] | None | str = None  # crawl
+    number: int = 0  # tocrawl, sleep
+
+    command = "lru_crawler"
     quiet = False
 
 
@@ -159,6 +190,12 @@ class Result(NamedTuple):
     stats: list[tuple[str, str]] | None = None
 
 
+class CrawlerResult(NamedTuple):
+    """What `lru_crawler` did, as memcached's reply line says it."""
+
+    line: str
+
+
 # A CAS no item can have (they are 64-bit): memcached compares a CAS of 0
 # literally where a request names one (text `cas`, ms/md with C0), so it
 # never matches, while 0 in ``Request.cas`` means "no CAS".
@@ -205,6 +242,7 @@ class MetaResult(NamedTuple):
     win_sent: bool = False  # Z: another client already won
     binary_key: bool = False  # stored by ms with b (k shows the key in base64)
     created: bool = False  # ma: N made the counter (memcached answers that even under q)
+    size_class: int = 0  # me: the item's memcached size class
 
 
 _MODES = {mode.value: mode for mode in Mode}
@@ -246,7 +284,7 @@ class Commands:
         self.stats = stats
         self.settings = settings
         self.admin = admin
-        self.logger = logger if logger is not None else Logger(stats.clock, store)
+        self.logger = logger if logger is not None else Logger(stats.clock, store, stats)
         # The read paths' store calls, bound once (see RWLock.reading).
         self._store_get_record = store.get_record
         self._store_get_many = store.get_many
@@ -258,6 +296,7 @@ class Commands:
             "decr": self._arith,
             "flush": self._flush,
             "stats": self._stats,
+            "lru_crawler": self._lru_crawler,
             "noop": self._nothing,
             "version": self._nothing,
             "quit": self._nothing,
@@ -276,6 +315,12 @@ class Commands:
             self._handlers[mode] = self._store
         for name in ("mg", "ms", "md", "ma", "me"):
             self._handlers[name] = self._tracking_fetches(self._handlers[name])
+        self.crawler = LruCrawler(store, lock)
+        # `stats detail`: the counts are kept while detail stats are off (a
+        # dump still shows them); ``detail`` is the table only while they
+        # are on, so the request paths check one attribute.
+        self.prefixes = PrefixStats(settings.prefix_delimiter)
+        self.detail: PrefixStats | None = None
 
     def _tracking_fetches(self, handler):
         """A meta handler that first makes the store track unread items (mg's h)."""
@@ -312,6 +357,8 @@ class Commands:
         if self.logger.fetchers:
             for key, record in zip(keys, records):
                 self.logger.got(key, record)
+        if self.detail is not None:
+            self.detail.record_gets(keys, records)
         return records
 
     def get_record(self, key: bytes) -> bytes | None:
@@ -325,6 +372,8 @@ class Commands:
             stats.get_hits += 1
         if self.logger.fetchers:
             self.logger.got(key, record)
+        if self.detail is not None:
+            self.detail.record_get(key, record is not None)
         return record
 
     def gat_many(self, keys: list[bytes], exptime: int) -> list[bytes | None]:
@@ -340,6 +389,8 @@ class Commands:
         if self.logger.fetchers:
             for key, record in zip(keys, records):
                 self.logger.got(key, record)
+        if self.detail is not None:
+            self.detail.record_gets(keys, records)
         return records
 
     def _gat(self, request: Request) -> Result:
@@ -351,6 +402,11 @@ class Commands:
     def _touch(self, request: Request) -> Result:
         with self.lock.write():
             item = self.store.touch(request.key, request.exptime)
+        # memcached's binary TOUCH and GAT share its get path, and count in
+        # the detail stats as gets; the text touch does not (a text request
+        # has no opcode).
+        if self.detail is not None and request.opcode:
+            self.detail.record_get(request.key, item is not None)
         self.stats.cmd_touch += 1
         if self.logger.fetchers:
             self.logger.got_item(request.key, item)
@@ -366,6 +422,8 @@ class Commands:
         mode = _MODES[request.command]
         refused = request.refused
         watched = self.logger.requests
+        if self.detail is not None:
+            self.detail.record_set(request.key)
         lock = self.lock
         lock.acquire_write()
         try:
@@ -414,6 +472,8 @@ class Commands:
 
     def _delete(self, request: Request) -> Result:
         watched = self.logger.requests
+        if self.detail is not None:
+            self.detail.record_delete(request.key)
         with self.lock.write():
             before = self.store.lookup(request.key) if watched else None
             status = self.store.delete(request.key, request.cas)
@@ -503,9 +563,14 @@ class Commands:
 
     def _stats(self, request: StatsRequest) -> Result:
         group = request.group.decode("ascii", "replace")
-        # `stats reset` writes; every other group only reads.
-        with self.lock.write() if group == "reset" else self.lock.read():
-            pairs = self._stat_group(group)
+        if group == "sizes":
+            pairs = statgroups.sizes_group(self._sizes())
+        elif group == "detail":
+            pairs = self._detail(request.args[0] if request.args else b"")
+        else:
+            # `stats reset` writes; every other group only reads.
+            with self.lock.write() if group == "reset" else self.lock.read():
+                pairs = self._stat_group(group)
         if pairs is None:
             return RESULT_NOT_FOUND
         return Result(OK, stats=pairs)
@@ -513,22 +578,88 @@ class Commands:
     def _stat_group(self, group: str) -> list[tuple[str, str]] | None:
         store, stats, settings = self.store, self.stats, self.settings
         if group == "":
-            return statsmod.general(stats, store, settings)
+            return statgroups.general(stats, store, settings, self.crawler)
         if group == "settings":
-            return statsmod.settings_group(settings, stats)
+            return statgroups.settings_group(
+                settings, stats, store, self.crawler, self.detail is not None
+            )
         if group == "items":
-            return statsmod.items_group(store)
+            return statgroups.items_group(store)
         if group == "slabs":
-            return statsmod.slabs_group(store)
-        if group == "sizes":
-            return statsmod.sizes_group(store)
+            return statgroups.slabs_group(store)
         if group == "conns":
-            return statsmod.conns_group(stats)
+            return statgroups.conns_group(stats, settings)
+        if group in ("sizes_enable", "sizes_disable"):
+            stats.sizes_enabled = group == "sizes_enable"
+            return [("sizes_status", "enabled" if stats.sizes_enabled else "disabled")]
         if group == "reset":
             stats.reset()
             store.reset_counters()
+            self.prefixes.clear()
+            self.crawler.starts = 0
             return []
         return None
+
+    def _sizes(self) -> dict[int, int] | None:
+        """Items per `stats sizes` bucket, counted a slice at a time; None
+        after `stats sizes_disable`."""
+        if not self.stats.sizes_enabled:
+            return None
+        buckets: Counter[int] = Counter()
+        bucket = statgroups.size_bucket
+        for entries in walk(self.store, self.lock, self.store.entries):
+            buckets.update(bucket(key, rec) for key, rec, _, _ in entries)
+        return buckets
+
+    def _detail(self, verb: bytes) -> list[tuple[str, str]] | None:
+        """`stats detail on|off|dump`: [] for on and off, the dump as one
+        pair (memcached's binary protocol sends it so) for dump."""
+        if verb == b"on":
+            self.detail = self.prefixes
+        elif verb == b"off":
+            self.detail = None
+        elif verb == b"dump":
+            # Keys are bytes: surrogates carry any that are not UTF-8.
+            return [("detailed", self.prefixes.dump().decode("utf-8", "surrogateescape"))]
+        else:
+            return None
+        return []
+
+    # -- key dumps and the crawler (text protocol only) -------------------
+
+    def dump(self, request: DumpRequest) -> Iterator[list[tuple[bytes, bytes, int, bool]]]:
+        """The items a dump shows, a slice at a time: lists of (key, record,
+        size class, fetched), each read under the store lock and handed out
+        with it released. metadump goes from the least recently used item,
+        cachedump from the most recent and skips items stored with binary
+        keys, as memcached's do. Stop early by closing the iterator.
+        """
+        store = self.store
+        classes = request.classes
+        cachedump = request.kind == "cachedump"
+
+        def read(keys):
+            return store.entries(keys, classes, binary_keys=not cachedump)
+
+        yield from walk(store, self.lock, read, newest_first=cachedump)
+
+    def _lru_crawler(self, request: CrawlerRequest) -> CrawlerResult:
+        crawler = self.crawler
+        verb = request.verb
+        if verb == "crawl":
+            line = crawler.crawl(request.classes)
+        elif verb == "tocrawl":
+            crawler.tocrawl = request.number
+            line = "OK"
+        elif verb == "sleep":
+            crawler.sleep = request.number
+            line = "OK"
+        elif verb == "enable":
+            line = "OK" if crawler.enable() else "ERROR failed to start lru crawler thread"
+        else:
+            crawler.disable()
+            line = "OK"
+        return CrawlerResult(line)
 
     def _nothing(self, request: Request) -> Result:
         return RESULT_OK
@@ -615,7 +746,9 @@ class Commands:
                 if "u" not in request.order and not (
                     aborted and _LOCKED_FLAGS & set(request.order)
                 ):
-                    store.get_many((key,))
+                    store.fetch(key)
+                if not aborted:
+                    store.count_hit(key, touch="T" in order)
                 result = MetaResult(
                     OK,
                     unpack(rec),
@@ -644,6 +777,7 @@ class Commands:
 
     def _me(self, request: MetaRequest) -> MetaResult:
         store = self.store
+        self.stats.cmd_meta += 1  # memcached 1.6.18 counts only me as a meta command
         with self.lock.read():
             rec = store.lookup(request.key)
             if rec is None:
@@ -659,6 +793,7 @@ class Commands:
             fetched=fetched,
             idle=max(0, int(now) - item.atime),
             binary_key=bool(marks & KEY_BINARY),
+            size_class=store.classes.of(memcached_size(len(request.key), len(item.value), item.flags)),
         )
 
     def _ms(self, request: MetaRequest) -> MetaResult:

@@ -46,6 +46,7 @@ class Settings:
     unix_socket: str | None = None  # also (or only) listen on this unix socket path
     unix_mask: int = 0o700  # permission bits of the unix socket file
     enable_shutdown: bool = False  # allow the text `shutdown` command (-A)
+    prefix_delimiter: str = ":"  # -D: what ends a key's prefix in `stats detail`
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -89,6 +90,14 @@ def _positive(text: str) -> int:
     if not _is_number(text) or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
     return int(text)
+
+
+def _delimiter(text: str) -> str:
+    if len(text) != 1 or not text.isascii() or not text.isprintable() or text.isspace():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not one printable ASCII character other than a space"
+        )
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -256,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(a graceful stop, as SIGTERM)",
     )
     parser.add_argument(
+        "-D",
+        "--prefix-delimiter",
+        metavar="CHAR",
+        type=_delimiter,
+        default=":",
+        help="the character that ends a key's prefix in `stats detail` (default :)",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -372,4 +389,5 @@ def parse_args(
         unix_socket=args.unix_socket,
         unix_mask=unix_mask,
         enable_shutdown=args.enable_shutdown,
+        prefix_delimiter=args.prefix_delimiter,
     )

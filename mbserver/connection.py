@@ -283,7 +283,7 @@ class Connection:
                     if protocol.closing:
                         break
                 if pending >= SEND_THRESHOLD or protocol.unfinished is not None:
-                    if not self._flush(out, may_wait):
+                    if out and not self._flush(out, may_wait):
                         return _HAND_OFF
                     pending = 0
         except ProtocolError as error:

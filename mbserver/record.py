@@ -26,11 +26,11 @@ with the structs and offsets below; everything else uses the functions.
 from __future__ import annotations
 
 import struct
-from bisect import bisect_left
 from typing import NamedTuple
 
 HEADER = struct.Struct(">IIQI")  # exptime, atime, cas, flags
 TIMES = struct.Struct(">II")  # exptime, atime
+TIMES_FLAGS = struct.Struct(">II8xI")  # exptime, atime, flags
 EXPTIME = ATIME = FLAGS = struct.Struct(">I")
 CAS = struct.Struct(">Q")
 CAS_FLAGS = struct.Struct(">QI")
@@ -107,8 +107,19 @@ def memcached_size(key_length: int, value_length: int, flags: int = 0) -> int:
     )
 
 
-def slab_sizes(smallest: int = 96, largest: int = 1 << 19, factor: float = 1.25) -> list[int]:
-    """memcached's default slab class chunk sizes (-n 48, -f 1.25, 512 KiB chunks).
+# memcached's slab allocator, as its defaults lay it out (-n 48 -f 1.25,
+# 1 MiB pages): mbserver allocates no slabs, but it sorts items into the same
+# size classes so that `stats items`, `stats slabs` and `memcached-tool` mean
+# what they mean on memcached.
+SLAB_PAGE_SIZE = 1 << 20
+SLAB_CHUNK_MAX = SLAB_PAGE_SIZE // 2  # memcached's slab_chunk_max
+CHUNK_SIZE = 48  # -n: the smallest item's room beyond memcached's 48-byte header
+GROWTH_FACTOR = 1.25  # -f
+MAX_SLAB_CLASS = 63  # memcached's MAX_NUMBER_OF_SLAB_CLASSES - 1
+
+
+def slab_sizes(smallest: int = 96, largest: int = SLAB_CHUNK_MAX, factor: float = GROWTH_FACTOR) -> list[int]:
+    """memcached's slab class chunk sizes (-n 48, -f 1.25, up to slab_chunk_max).
 
     Class 1 holds items up to ``sizes[0]`` bytes, class 2 up to ``sizes[1]``,
     and so on; larger items are chained from chunks of the last class.
@@ -122,9 +133,41 @@ def slab_sizes(smallest: int = 96, largest: int = 1 << 19, factor: float = 1.25)
     return sizes
 
 
-SLAB_SIZES = slab_sizes()
+class SizeClasses:
+    """memcached's slab classes for one item size limit, and a fast size → class lookup.
 
+    memcached refuses a slab_chunk_max above -I, so below -I 512k the
+    largest chunk is -I itself (as memcached started with
+    ``-o slab_chunk_max`` equal to -I lays them out).
 
-def slab_class(size: int) -> int:
-    """The memcached slab class (from 1) an item of ``size`` bytes lands in."""
-    return min(bisect_left(SLAB_SIZES, size), len(SLAB_SIZES) - 1) + 1
+    ``table[(ntotal + 7) >> 3]`` is the class of an item of ``ntotal``
+    bytes (memcached_size) up to ``chunk_max``; larger items belong to the
+    last class, ``largest``. Chunk sizes are multiples of 8, so an 8-byte
+    granule decides the class: the store's hot paths pay one index, not a
+    search.
+    """
+
+    __slots__ = ("chunk_max", "sizes", "largest", "table")
+
+    def __init__(self, max_item_size: int = 1 << 20):
+        self.chunk_max = min(SLAB_CHUNK_MAX, max_item_size)
+        self.sizes = slab_sizes(CHUNK_SIZE + 48, self.chunk_max)
+        self.largest = len(self.sizes)
+        table = bytearray(self.chunk_max // 8 + 1)
+        cls = 0
+        for granule in range(len(table)):
+            while granule * 8 > self.sizes[cls]:
+                cls += 1
+            table[granule] = cls + 1
+        self.table = bytes(table)
+
+    def of(self, ntotal: int) -> int:
+        """The class of an item of ``ntotal`` bytes (memcached_size)."""
+        granule = (ntotal + 7) >> 3
+        return self.table[granule] if granule < len(self.table) else self.largest
+
+    def chunk_size(self, cls: int) -> int:
+        return self.sizes[cls - 1]
+
+    def chunks_per_page(self, cls: int) -> int:
+        return SLAB_PAGE_SIZE // self.sizes[cls - 1]

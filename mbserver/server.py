@@ -33,6 +33,7 @@ from .config import Settings
 from .connection import Connection
 from .rwlock import RWLock
 from .snapshot import Snapshots
+from .statgroups import address
 from .stats import Stats
 from .store import Store
 from .tls import TLSFilesError, server_context
@@ -54,9 +55,6 @@ BACKLOG = 1024
 # busy shared machine), against 1.0-1.4 s for the same eviction in one
 # hold (bench/memlimit.py).
 EVICT_SLICE = 2000
-# What memcached's `stats conns` shows as a unix client's address: it has
-# none (memcached prints the empty address's family, 0).
-UNIX_CLIENT_ADDR = "?:<AF 0>"
 
 
 def log_level(verbosity: int) -> int:
@@ -130,6 +128,11 @@ class Server:
                 self.snapshots.load()  # before accepting: clients see the whole warm cache
             for listener in self._listeners():
                 listener.start()
+            # `stats conns` lists the listening sockets first, as memcached.
+            if self.listener is not None:
+                self.stats.listeners[next(self._ids)] = address(self.address)
+            if settings.unix_socket is not None:
+                self.stats.listeners[next(self._ids)] = f"unix:{settings.unix_socket}"
             if settings.metrics_port is not None:
                 self._start_metrics()
         except BaseException:
@@ -218,6 +221,7 @@ class Server:
         closed regardless.
         """
         self._stopping = True
+        self.stats.accepting = False
         if self.metrics is not None:
             self.metrics.draining = True
         self._close_listeners()
@@ -322,9 +326,8 @@ class Server:
             observe_batch=self._observe_batch,
         )
         if unix:
-            # `stats conns` as memcached shows a unix client (logs keep the path).
-            connection.info.peer = UNIX_CLIENT_ADDR
-            connection.info.listen_addr = peer
+            # `stats conns` shows a unix client as `unix:` (logs keep the path).
+            connection.info.peer = "unix"
         stats.curr_connections += 1
         stats.total_connections += 1
         stats.connections[ident] = connection.info

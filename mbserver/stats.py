@@ -1,36 +1,31 @@
-"""Server statistics: the counters, and the stat groups built from them.
+"""Server statistics: the counters, the open connections, and the detail stats.
 
-What lives here: the counters the command layer and connections bump, the
-registry of open connections, and the functions that turn counters, store
-and settings into memcached's named stat groups as (name, value) text pairs.
-What does not: how a protocol renders those pairs (each codec does that).
+What lives here: ``Stats``, the process-wide counters the command layer,
+the protocols and the server bump; ``ConnectionInfo``, what `stats conns`
+shows of one connection; and ``PrefixStats``, memcached's per-key-prefix
+counts (`stats detail on|off|dump`). What does not: the per-size-class
+counts (the store keeps them, ``store.ClassCounters``), turning any of it
+into memcached's stat groups (``statgroups``), or how a protocol writes
+those (each codec does).
 """
 
 from __future__ import annotations
 
-import os
-import resource
 import time
-from collections import Counter
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from . import MEMCACHED_COMPAT_VERSION, __version__
-from .record import MEMCACHED_ITEM_HEADER
-from .storage import ItemStore
-
-if TYPE_CHECKING:
-    from .config import Settings
-
-Pairs = list[tuple[str, str]]
-
-# The counters `stats reset` zeroes, in the order memcached reports them.
-COUNTERS = (
+# The counters `stats reset` zeroes, in three runs of memcached's general
+# stats (statgroups puts other fields between them).
+COMMAND_COUNTERS = (
     "cmd_get",
     "cmd_set",
     "cmd_flush",
     "cmd_touch",
+    "cmd_meta",
     "get_hits",
     "get_misses",
+)
+OUTCOME_COUNTERS = (
     "delete_misses",
     "delete_hits",
     "incr_misses",
@@ -49,16 +44,23 @@ COUNTERS = (
     "bytes_read",
     "bytes_written",
 )
+# memcached's `watch` log: lines handed to watchers, and lost to slow ones.
+LOG_COUNTERS = (
+    "log_worker_dropped",
+    "log_worker_written",
+    "log_watcher_skipped",
+    "log_watcher_sent",
+)
+COUNTERS = COMMAND_COUNTERS + OUTCOME_COUNTERS + LOG_COUNTERS
 
 
 class ConnectionInfo:
     """What `stats conns` shows of one open connection."""
 
-    __slots__ = ("peer", "state", "last_cmd", "protocol", "listen_addr")
+    __slots__ = ("peer", "state", "last_cmd", "protocol")
 
     def __init__(self, peer: str, now: float):
         self.peer = peer
-        self.listen_addr = ""  # memcached's listen_addr line; set for unix clients
         self.state = "conn_new_cmd"
         self.last_cmd = now
         self.protocol = "unknown"
@@ -74,6 +76,15 @@ class Stats:
         self.total_connections = 0
         self.rejected_connections = 0
         self.connections: dict[int, ConnectionInfo] = {}
+        # The listening sockets, as `stats conns` lists them: ident -> address
+        # ("tcp:127.0.0.1:11211"). Their idents come from the same counter as
+        # the connections', so the two never collide.
+        self.listeners: dict[int, str] = {}
+        self.accepting = True  # false once a graceful stop has closed the listener
+        self.log_watchers = 0  # connections running `watch`
+        # `stats sizes` walks the items on demand; `stats sizes_disable`
+        # turns it off as memcached's does its histogram.
+        self.sizes_enabled = True
         self.reset()
 
     def reset(self) -> None:
@@ -83,100 +94,70 @@ class Stats:
         self.rejected_connections = 0
 
 
-def general(stats: Stats, store: ItemStore, settings: Settings) -> Pairs:
-    """The answer to a bare `stats`: memcached's general stats, where they apply."""
-    now = stats.clock()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    pairs: Pairs = [
-        ("pid", str(os.getpid())),
-        ("uptime", str(int(now - stats.started))),
-        ("time", str(int(now))),
-        ("version", MEMCACHED_COMPAT_VERSION),
-        ("mbserver_version", __version__),
-        ("pointer_size", "64"),
-        ("rusage_user", f"{usage.ru_utime:.6f}"),
-        ("rusage_system", f"{usage.ru_stime:.6f}"),
-        ("max_connections", str(settings.max_connections)),
-        ("curr_connections", str(stats.curr_connections)),
-        ("total_connections", str(stats.total_connections)),
-        ("rejected_connections", str(stats.rejected_connections)),
-    ]
-    pairs.extend((name, str(getattr(stats, name))) for name in COUNTERS)
-    pairs += [
-        ("limit_maxbytes", str(store.limit_bytes)),
-        ("threads", "1"),
-        ("bytes", str(store.bytes)),
-        ("curr_items", str(len(store))),
-        ("total_items", str(store.total_items)),
-        ("evictions", str(store.evictions)),
-        ("reclaimed", str(store.reclaimed)),
-    ]
-    return pairs
+class PrefixStats:
+    """memcached's detail stats: gets, hits, sets and deletes per key prefix.
 
-
-def settings_group(settings: Settings, stats: Stats) -> Pairs:
-    return [
-        ("maxbytes", str(settings.memory_limit)),
-        ("maxconns", str(settings.max_connections)),
-        ("tcpport", str(settings.port)),
-        ("inter", settings.host or "NULL"),
-        ("verbosity", str(settings.verbosity)),
-        ("evictions", "on"),
-        ("domain_socket", settings.unix_socket or "NULL"),
-        ("umask", f"{settings.unix_mask:o}"),
-        ("shutdown_command", "yes" if settings.enable_shutdown else "no"),
-        ("cas_enabled", "yes"),
-        ("item_size_max", str(settings.max_item_size)),
-        ("binding_protocol", "binary"),
-        ("num_threads", "1"),
-    ]
-
-
-def items_group(store: ItemStore) -> Pairs:
-    # One LRU, reported as memcached's slab class 1 so tools that read
-    # items:<class>:<name> find it.
-    return [
-        ("items:1:number", str(len(store))),
-        ("items:1:age", str(int(store.oldest_age()))),
-        ("items:1:mem_requested", str(store.bytes)),
-        ("items:1:evicted", str(store.evictions)),
-        ("items:1:reclaimed", str(store.reclaimed)),
-    ]
-
-
-def slabs_group(store: ItemStore) -> Pairs:
-    count = len(store)
-    return [
-        ("1:chunk_size", str(store.bytes // count if count else 0)),
-        ("1:used_chunks", str(count)),
-        ("1:mem_requested", str(store.bytes)),
-        ("active_slabs", "1" if count else "0"),
-        ("total_malloced", str(store.bytes)),
-    ]
-
-
-def sizes_group(store: ItemStore) -> Pairs:
-    """Item counts by size in 32-byte buckets, as memcached's `stats sizes`.
-
-    Walks every item (memcached's original implementation did too), so it
-    costs time in proportion to the item count.
+    A key's prefix is what comes before the first delimiter (``-D``, ``:``
+    by default); a key without one is not counted, as in memcached, which
+    also stops counting new prefixes past 65,536 so that clients cannot
+    grow the table without bound. Each prefix's counts are a list [gets,
+    hits, sets, deletes]. The command layer calls ``record_*`` only while
+    detail stats are on.
     """
-    buckets: Counter[int] = Counter()
-    for key, item in store.items():
-        size = len(key) + len(item.value) + MEMCACHED_ITEM_HEADER
-        buckets[(size + 31) // 32 * 32] += 1
-    return [(str(size), str(buckets[size])) for size in sorted(buckets)]
 
+    MAX_PREFIXES = 1 << 16
 
-def conns_group(stats: Stats) -> Pairs:
-    now = stats.clock()
-    pairs: Pairs = []
-    for ident, info in sorted(stats.connections.items()):
-        pairs.append((f"{ident}:addr", info.peer))
-        if info.listen_addr:
-            pairs.append((f"{ident}:listen_addr", info.listen_addr))
-        pairs.append((f"{ident}:protocol", info.protocol))
-        pairs.append((f"{ident}:state", info.state))
-        pairs.append((f"{ident}:secs_since_last_cmd", str(int(now - info.last_cmd))))
-    return pairs
+    def __init__(self, delimiter: str = ":"):
+        self.delimiter = delimiter.encode("latin-1")
+        self._prefixes: dict[bytes, list[int]] = {}
 
+    def _counts(self, key: bytes) -> list[int] | None:
+        # memcached reads the key as a C string: a NUL ends it.
+        end = key.find(self.delimiter)
+        if end < 0:
+            return None
+        nul = key.find(b"\0", 0, end)
+        if nul >= 0:
+            return None
+        prefix = key[:end]
+        counts = self._prefixes.get(prefix)
+        if counts is None and len(self._prefixes) < self.MAX_PREFIXES:
+            counts = self._prefixes[prefix] = [0, 0, 0, 0]
+        return counts
+
+    def record_get(self, key: bytes, hit: bool) -> None:
+        counts = self._counts(key)
+        if counts is not None:
+            counts[0] += 1
+            counts[1] += hit
+
+    def record_gets(self, keys, records) -> None:
+        """``record_get`` for each key of a multi-get, given its record or None."""
+        for key, rec in zip(keys, records):
+            self.record_get(key, rec is not None)
+
+    def record_set(self, key: bytes) -> None:
+        counts = self._counts(key)
+        if counts is not None:
+            counts[2] += 1
+
+    def record_delete(self, key: bytes) -> None:
+        counts = self._counts(key)
+        if counts is not None:
+            counts[3] += 1
+
+    def clear(self) -> None:
+        self._prefixes.clear()
+
+    def dump(self) -> bytes:
+        """memcached's `stats detail dump`: a PREFIX line per prefix, then END.
+
+        In the order the prefixes were first seen (memcached's is the order
+        of its hash table).
+        """
+        lines = [
+            b"PREFIX %b get %d hit %d set %d del %d\r\n" % (prefix, *counts)
+            for prefix, counts in self._prefixes.items()
+        ]
+        lines.append(b"END\r\n")
+        return b"".join(lines)

@@ -18,9 +18,12 @@ store calls and never across socket I/O.
 from __future__ import annotations
 
 import enum
-from typing import Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
-from .record import Item
+from .record import Item, SizeClasses
+
+if TYPE_CHECKING:
+    from .store import ClassCounters
 
 
 class Status(enum.Enum):
@@ -82,6 +85,10 @@ class ItemStore(Protocol):
     # Told of each live item evicted: (key, record, fetched, now); None when
     # nobody watches evictions.
     on_evict: Callable[[bytes, bytes, bool, float], None] | None
+    get_expired: int  # lookups that met an expired item
+    oldest_live: float | None  # when the last flush_all took or takes effect
+    classes: SizeClasses  # memcached's size classes for -I
+    counters: ClassCounters  # events per size class
 
     def __len__(self) -> int: ...
 
@@ -91,6 +98,12 @@ class ItemStore(Protocol):
 
     def get_record(self, key: bytes) -> bytes | None:
         """``get_many`` for one key."""
+
+    def fetch(self, key: bytes) -> None:
+        """What a get does to a hit (fetched, maybe bumped), not counted (mg)."""
+
+    def count_hit(self, key: bytes, touch: bool) -> None:
+        """Count a get or touch hit on key's item in its size class (mg)."""
 
     def lookup(self, key: bytes) -> bytes | None:
         """The live record, neither bumped nor marked fetched."""
@@ -104,8 +117,19 @@ class ItemStore(Protocol):
     def items(self) -> list[tuple[bytes, Item]]:
         """Every live item, least recently used first."""
 
-    def oldest_age(self) -> float:
-        """Seconds since the least recently used item was last bumped."""
+    def class_usage(self) -> dict[int, tuple[int, int, int]]:
+        """Per class holding items: (items, memcached bytes, oldest last access)."""
+
+    def table_bytes(self) -> int:
+        """The item table's own size in memory."""
+
+    def keys(self) -> list[bytes]:
+        """Every key, least recently used first (a walk's starting copy)."""
+
+    def entries(
+        self, keys: Iterable[bytes], classes: frozenset[int] | None = None, binary_keys: bool = True
+    ) -> list[tuple[bytes, bytes, int, bool]]:
+        """(key, record, class, fetched) of those keys still live (a dump's slice)."""
 
     def expiry(self, ttl: int, now: float) -> int:
         """A client's exptime as absolute Unix seconds (0 never, 1 already expired)."""
@@ -159,7 +183,12 @@ class ItemStore(Protocol):
         """ms I: store a value whose CAS is older than the item's, marked stale."""
 
     def reset_counters(self) -> None:
-        """Zero total_items, evictions and reclaimed (stats reset)."""
+        """Zero total_items, evictions, reclaimed and the class counters (stats reset)."""
+
+    def crawl(
+        self, keys: Iterable[bytes], classes: frozenset[int] | None, remaining: list[int] | None
+    ) -> None:
+        """The LRU crawler on a slice of keys: reclaim expired items (a write hold)."""
 
     def shrink(self, limit_bytes: int, most: int) -> bool:
         """Take a new memory limit (cache_memlimit), evicting at most ``most``

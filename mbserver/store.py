@@ -12,11 +12,19 @@ runs to completion, so the store lock is never held across a switch.
 The clock is injected (``clock`` returns Unix seconds as a float), so tests
 move time instead of sleeping. Expiry is enforced lazily, on access, as
 memcached does; eviction reclaims expired items first when it meets them.
+
+Per-class accounting: mbserver has no slab allocator, but every item falls
+into one of memcached's size classes (``record.SizeClasses``), and the store
+counts per class what `stats items` and `stats slabs` report: items, their
+memcached size, the age of the oldest, and events (hits, sets, evictions...,
+``ClassCounters``). On the request paths that is an index into a byte table
+and a list or dict update per link, unlink and hit.
 """
 
 from __future__ import annotations
 
 import re
+import struct
 import sys
 import time
 from typing import Callable
@@ -29,10 +37,14 @@ from .record import (
     CAS_OFFSET,
     EXPTIME,
     HEADER,
+    MAX_SLAB_CLASS,
+    MEMCACHED_FLAGS_SIZE,
     MEMCACHED_ITEM_HEADER,
     TIMES,
+    TIMES_FLAGS,
     VALUE_OFFSET,
     Item,
+    SizeClasses,
     expired,
     unpack,
     with_exptime,
@@ -53,6 +65,7 @@ from .storage import (
 )
 
 __all__ = [
+    "ClassCounters",
     "ITEM_OVERHEAD",
     "LRU_BUMP_INTERVAL",
     "RELATIVE_EXPIRY_LIMIT",
@@ -96,6 +109,25 @@ _UINT32_MAX = 0xFFFFFFFF
 # space, digits, then the end or more white space.
 _COUNTER = re.compile(rb"[ \t\n\v\f\r]*\+?([0-9]+)(?:[ \t\n\v\f\r]|\Z)")
 
+# memcached's size of an item (record.memcached_size) is its key and value
+# lengths plus one of these, and a record is 20 bytes longer than its value.
+_NTOTAL = MEMCACHED_ITEM_HEADER
+_NTOTAL_FLAGS = MEMCACHED_ITEM_HEADER + MEMCACHED_FLAGS_SIZE
+# The 8-byte granule that SizeClasses.table is indexed by, (ntotal + 7) >> 3,
+# is (len(key) + len(record) + one of these) >> 3.
+_GRANULE = _NTOTAL + 7 - VALUE_OFFSET
+_GRANULE_FLAGS = _NTOTAL_FLAGS + 7 - VALUE_OFFSET
+
+# A class's items of one last-access second, and their memcached size,
+# packed into one int (count << 48 | bytes): a link or unlink is one update.
+_COUNT_SHIFT = 48
+_ONE_ITEM = 1 << _COUNT_SHIFT
+_BYTES_MASK = _ONE_ITEM - 1
+
+# Bound methods, not attribute lookups, on the request paths.
+_times_flags = TIMES_FLAGS.unpack_from
+_atime_flags = struct.Struct(">4xI8xI").unpack_from  # a record's last access and flags
+
 # Plain names for the members: looking up Mode.SET costs several times a
 # global name (an Enum class attribute), and these are on every store's path.
 _SET, _ADD, _REPLACE, _APPEND, _PREPEND = (
@@ -114,6 +146,51 @@ def parse_counter(value: bytes) -> int | None:
         return None
     number = int(match.group(1))
     return number if number <= UINT64_MASK else None
+
+
+class ClassCounters:
+    """Events per memcached size class: one list per counter, indexed by class.
+
+    What `stats items` (evicted ... direct_reclaims) and `stats slabs`
+    (get_hits ... touch_hits) show per class; memcached's global figures are
+    their sums. ``evicted_time`` is not a count: the seconds between the
+    last eviction and that item's last access.
+    """
+
+    NAMES = (
+        "evicted",
+        "evicted_nonzero",
+        "evicted_time",
+        "outofmemory",
+        "reclaimed",
+        "expired_unfetched",
+        "evicted_unfetched",
+        "crawler_reclaimed",
+        "crawler_items_checked",
+        "direct_reclaims",
+        "get_hits",
+        "cmd_set",
+        "delete_hits",
+        "incr_hits",
+        "decr_hits",
+        "cas_hits",
+        "cas_badval",
+        "touch_hits",
+    )
+    __slots__ = NAMES
+
+    def __init__(self) -> None:
+        for name in self.NAMES:
+            setattr(self, name, [0] * (MAX_SLAB_CLASS + 1))
+
+    def reset(self) -> None:
+        """Zero every counter in place: the store's request paths hold the lists."""
+        for name in self.NAMES:
+            counts = getattr(self, name)
+            counts[:] = [0] * len(counts)
+
+    def total(self, name: str) -> int:
+        return sum(getattr(self, name))
 
 
 class Store:
@@ -136,10 +213,30 @@ class Store:
         # A delayed flush's deadline: the first call at or after it empties
         # the table (memcached's oldest_live, applied eagerly).
         self._flush_at: float | None = None
+        # When the last flush_all took or takes effect (`stats settings`' "oldest").
+        self.oldest_live: float | None = None
         self.bytes = 0
         self.total_items = 0
         self.evictions = 0
         self.reclaimed = 0
+        self.get_expired = 0  # lookups that found an expired item (and dropped it)
+        # memcached's size classes for -I, and the byte table the request
+        # paths look an item's class up in.
+        self.classes = SizeClasses(max_item_size)
+        # Indexed by an item's 8-byte granule; an item past its end (over
+        # slab_chunk_max, rare) is in the top class. A list, not the bytes:
+        # CPython indexes lists faster (512 KiB).
+        self._class_table = list(self.classes.table)
+        self._granules = len(self._class_table)
+        self._top_class = self.classes.largest
+        # Per class: last-access second -> that second's items and their
+        # memcached size, packed (_ONE_ITEM). The class's item count and
+        # memory are the sum, its oldest item's age the smallest key: both
+        # read at stats time, never walking the table.
+        self._ages: list[dict[int, int]] = [{} for _ in range(MAX_SLAB_CLASS + 1)]
+        self.counters = ClassCounters()
+        self._get_hits = self.counters.get_hits
+        self._cmd_set = self.counters.cmd_set
         # Beside the records, so that record[8:] stays a binary GET reply's
         # tail: the meta commands' marks (STALE ...), and the keys of items
         # no client has fetched yet (mg's h: "hit before"). A set, not a bit
@@ -164,11 +261,12 @@ class Store:
         return self._live(key, self._now()) is not None
 
     def get_many(self, keys) -> list[bytes | None]:
-        """Each key's live record (see the layout above), or None; hits are bumped.
+        """Each key's live record (see the layout above), or None; hits are
+        bumped and counted in their class's get_hits.
 
         The GET path of both protocols: one call for a whole multi-get.
         """
-        return self._lookup(keys, self._now())
+        return self._lookup(keys, self._now(), self._get_hits)
 
     def get_record(self, key: bytes) -> bytes | None:
         """One key's live record or None: get_many for a lone GET, the
@@ -182,30 +280,58 @@ class Store:
         rec = self._items.get(key)
         if rec is None:
             return None
-        exptime, atime = TIMES.unpack_from(rec)
+        exptime, atime, flags = _times_flags(rec)
         if (exptime and exptime <= now) or self._unfetched or now - atime >= LRU_BUMP_INTERVAL:
-            return self._lookup((key,), now)[0]
+            return self._lookup((key,), now, self._get_hits)[0]
+        try:
+            cls = self._class_table[
+                (len(key) + len(rec) + (_GRANULE_FLAGS if flags else _GRANULE)) >> 3
+            ]
+        except IndexError:
+            cls = self._top_class
+        self._get_hits[cls] += 1
         return rec
 
-    def _lookup(self, keys, now: float) -> list[bytes | None]:
+    def fetch(self, key: bytes) -> None:
+        """What a GET does to a hit, without counting it: marked fetched,
+        maybe bumped (mg, which counts its hit itself with ``count_hit``)."""
+        self._lookup((key,), self._now(), None)
+
+    def count_hit(self, key: bytes, touch: bool) -> None:
+        """Count a hit on key's live item in its class: a get, or a touch."""
+        rec = self._items.get(key)
+        if rec is not None:
+            counts = self.counters.touch_hits if touch else self._get_hits
+            counts[self._class_of(key, rec)] += 1
+
+    def _lookup(self, keys, now: float, hits: list[int] | None) -> list[bytes | None]:
         items = self._items
         found = []
         append = found.append
-        times = TIMES.unpack_from
+        times = _times_flags
         unfetched = self._unfetched
+        table = self._class_table
         for key in keys:
             rec = items.get(key)
             if rec is not None:
-                exptime, atime = times(rec)
+                exptime, atime, flags = times(rec)
                 if exptime and exptime <= now:
-                    self._unlink(key, rec)
-                    self.reclaimed += 1
+                    self._reclaim(key, rec)
+                    self.get_expired += 1
                     rec = None
                 else:
                     if unfetched:
                         unfetched.discard(key)
                     if now - atime >= LRU_BUMP_INTERVAL:
                         rec = self._bump(key, rec, now)
+                    if hits is not None:
+                        try:
+                            cls = table[
+                                (len(key) + len(rec) + (_GRANULE_FLAGS if flags else _GRANULE)) >> 3
+                            ]
+                        except IndexError:
+                            cls = self._top_class
+                        hits[cls] += 1
             append(rec)
         return found
 
@@ -221,11 +347,12 @@ class Store:
         if rec is None:
             return None
         cas, flags = CAS_FLAGS.unpack_from(rec, CAS_OFFSET)
-        rec = HEADER.pack(self.expiry(ttl, now), int(now), cas, flags) + rec[VALUE_OFFSET:]
-        del self._items[key]  # re-inserted at the young end: a touch is an access
-        self._items[key] = rec
+        new = HEADER.pack(self.expiry(ttl, now), int(now), cas, flags) + rec[VALUE_OFFSET:]
+        # Re-inserted at the young end: a touch is an access.
+        cls = self._move(key, rec, new)
         self._unfetched.discard(key)  # and a fetch, as memcached counts it
-        return rec
+        self.counters.touch_hits[cls] += 1
+        return new
 
     def items(self) -> list[tuple[bytes, Item]]:
         """A snapshot of the live items, least recently used first."""
@@ -233,13 +360,88 @@ class Store:
         return [(k, unpack(r)) for k, r in self._items.items() if not expired(r, now)]
 
     def reset_counters(self) -> None:
-        self.total_items = self.evictions = self.reclaimed = 0
+        self.total_items = self.evictions = self.reclaimed = self.get_expired = 0
+        self.counters.reset()
 
-    def oldest_age(self) -> float:
-        """Seconds since the least recently used item was last bumped."""
-        for rec in self._items.values():
-            return max(0.0, self.clock() - TIMES.unpack_from(rec)[1])
-        return 0.0
+    def class_usage(self) -> dict[int, tuple[int, int, int]]:
+        """Each class holding items: (items, their memcached bytes, the
+        oldest one's last-access Unix second), in class order."""
+        self._now()  # a delayed flush that is due empties the table first
+        usage = {}
+        for cls, ages in enumerate(self._ages):
+            if ages:
+                held = sum(ages.values())
+                usage[cls] = (held >> _COUNT_SHIFT, held & _BYTES_MASK, min(ages))
+        return usage
+
+    def table_bytes(self) -> int:
+        """The item table's own size in memory (its hash table, not the items)."""
+        return sys.getsizeof(self._items)
+
+    # -- walking the table a slice at a time (dumps, the crawler, stats sizes) --
+
+    def keys(self) -> list[bytes]:
+        """Every key, least recently used first, copied in one C call.
+
+        The table cannot be walked in pieces across other clients' changes
+        (a dict iterator dies when the dict changes size), so a walk starts
+        from this copy: 8 bytes a key and about 25 ms per million keys,
+        under the caller's hold. The items themselves are then read a slice
+        at a time with ``entries``, each under its own hold.
+        """
+        self._now()
+        return list(self._items)
+
+    def entries(
+        self, keys, classes: frozenset[int] | None = None, binary_keys: bool = True
+    ) -> list[tuple[bytes, bytes, int, bool]]:
+        """(key, record, class, fetched) for those of ``keys`` still live,
+        in ``classes`` (None: any) and, unless ``binary_keys``, not stored
+        with a binary key (mbserver's mark for ms b)."""
+        now = self._now()
+        items = self._items
+        unfetched = self._unfetched
+        marks = self._marks
+        found = []
+        for key in keys:
+            rec = items.get(key)
+            if rec is None or expired(rec, now):
+                continue
+            cls = self._class_of(key, rec)
+            if classes is not None and cls not in classes:
+                continue
+            if not binary_keys and marks and marks.get(key, 0) & KEY_BINARY:
+                continue
+            found.append((key, rec, cls, key not in unfetched))
+        return found
+
+    def crawl(self, keys, classes: frozenset[int] | None, remaining: list[int] | None) -> None:
+        """The LRU crawler's work on a slice of keys: reclaim the expired items
+        of ``classes`` (None: all), counting checks and reclaims per class.
+
+        ``remaining`` (per class, or None for no limit) is how many more
+        items of each class this crawl may check; it is decremented here.
+        """
+        now = self._now()
+        items = self._items
+        counters = self.counters
+        for key in keys:
+            rec = items.get(key)
+            if rec is None:
+                continue
+            cls = self._class_of(key, rec)
+            if classes is not None and cls not in classes:
+                continue
+            if remaining is not None:
+                if remaining[cls] <= 0:
+                    continue
+                remaining[cls] -= 1
+            counters.crawler_items_checked[cls] += 1
+            if expired(rec, now):
+                if key in self._unfetched:
+                    counters.expired_unfetched[cls] += 1
+                self._unlink(key, rec)
+                counters.crawler_reclaimed[cls] += 1
 
     # -- what the meta commands need (commands.Commands._mg and friends) --
 
@@ -326,6 +528,10 @@ class Store:
         if status is not OK:
             return status, 0
         won = self._marks.get(key, 0) & WIN_SENT
+        # The store() this follows counted a bad CAS; it was a stale win.
+        cls = self._class_of(key, old)
+        self.counters.cas_badval[cls] -= 1
+        self.counters.cas_hits[cls] += 1
         status, new_cas = self._link(key, (value,), len(value), flags, exptime, now, old)
         self.set_marks(key, STALE | won)
         return status, new_cas
@@ -341,26 +547,40 @@ class Store:
         ttl: int = 0,
         cas: int = 0,
     ) -> tuple[Status, int]:
-        """Store by mode's rules; returns the status and the new item's CAS."""
+        """Store by mode's rules; returns the status and the new item's CAS.
+
+        memcached counts every set in the class of the item it allocates for
+        the request's value (cmd_set), whatever becomes of it: the linked
+        item's class when it is stored, ``_count_set`` on the other ways out.
+        """
         now = self._now()
         old = self._live(key, now)
         if cas and mode is not _APPEND and mode is not _PREPEND:
             # memcached turns a set/add/replace that carries a CAS into a
-            # compare-and-swap, whatever its mode.
+            # compare-and-swap, whatever its mode; it counts the outcome in
+            # the class of the item compared with.
             if old is None:
+                self._count_set(key, value, flags)
                 return NOT_FOUND, 0
             if _cas(old) != cas:
+                self._count_set(key, value, flags)
+                self.counters.cas_badval[self._class_of(key, old)] += 1
                 return EXISTS, 0
+            self.counters.cas_hits[self._class_of(key, old)] += 1
         elif mode is _ADD:
             if old is not None:
+                self._count_set(key, value, flags)
                 self._bump(key, old, now)  # memcached counts a failed add as an access
                 return NOT_STORED, 0
         elif mode is not _SET:
             if old is None:
+                self._count_set(key, value, flags)
                 return NOT_STORED, 0
             if cas and _cas(old) != cas:
+                self._count_set(key, value, flags)
                 return EXISTS, 0
         if mode is _APPEND or mode is _PREPEND:
+            self._count_set(key, value, flags)  # the appended piece's class
             exptime, _, _, flags = HEADER.unpack_from(old)
             size = len(old) - VALUE_OFFSET + len(value)
             if self._check_size(key, size) is not OK:
@@ -373,12 +593,21 @@ class Store:
             return self._link(key, parts, size, flags, exptime, now, old)
         status = self._check_size(key, len(value))
         if status is not OK:
+            cls = self._count_set(key, value, flags)
             if mode is _SET and old is not None:
                 # As memcached: a failed set must not leave stale data behind.
                 self._unlink(key, old)
+            if status is NO_MEMORY:
+                self.counters.outofmemory[cls] += 1
             return status, 0
         exptime = self.expiry(ttl, now) if ttl else 0
-        return self._link(key, (value,), len(value), flags, exptime, now, old)
+        return self._link(key, (value,), len(value), flags, exptime, now, old, True, self._cmd_set)
+
+    def _count_set(self, key: bytes, value: bytes, flags: int) -> int:
+        """Count a set in the class of an item of key, value and flags; the class."""
+        cls = self.classes.of(len(key) + len(value) + (_NTOTAL_FLAGS if flags else _NTOTAL))
+        self._cmd_set[cls] += 1
+        return cls
 
     def refuse(self, mode: Mode, key: bytes) -> Status:
         """A store whose value was too large to read: drop what a set would replace."""
@@ -394,7 +623,7 @@ class Store:
             return NOT_FOUND
         if cas and _cas(rec) != cas:
             return EXISTS
-        self._unlink(key, rec)
+        self.counters.delete_hits[self._unlink(key, rec)] += 1
         return OK
 
     def arith(
@@ -429,6 +658,8 @@ class Store:
         if number is None:
             return NON_NUMERIC, 0, 0
         number = (number + delta) & UINT64_MASK if incr else max(0, number - delta)
+        hits = self.counters.incr_hits if incr else self.counters.decr_hits
+        hits[self._class_of(key, rec)] += 1
         digits = str(number).encode()
         in_place = len(digits) <= len(old_value)
         if in_place:
@@ -453,8 +684,9 @@ class Store:
         now = self.clock()
         deadline = self.expiry(delay, now) if delay else 0
         if deadline > now:
-            self._flush_at = deadline
+            self._flush_at = self.oldest_live = deadline
         else:
+            self.oldest_live = now
             self._flush_now()
 
     # -- rules -----------------------------------------------------------
@@ -483,26 +715,60 @@ class Store:
         self._items.clear()
         self._marks.clear()
         self._unfetched.clear()
+        for ages in self._ages:
+            ages.clear()
         self.bytes = 0
         self._flush_at = None
 
     def _live(self, key: bytes, now: float) -> bytes | None:
         rec = self._items.get(key)
         if rec is not None and expired(rec, now):
-            self._unlink(key, rec)
-            self.reclaimed += 1
+            self._reclaim(key, rec)
+            self.get_expired += 1
             return None
         return rec
+
+    def _reclaim(self, key: bytes, rec: bytes) -> int:
+        """Drop an expired item met on the way (mbserver expires lazily); its class."""
+        cls = self._unlink(key, rec)
+        self.reclaimed += 1
+        self.counters.reclaimed[cls] += 1
+        return cls
 
     def _bump(self, key: bytes, rec: bytes, now: float) -> bytes:
         """Move key to the young end of the LRU if it was last bumped long enough ago."""
         if now - TIMES.unpack_from(rec)[1] < LRU_BUMP_INTERVAL:
             return rec
+        new = rec[:ATIME_OFFSET] + ATIME.pack(int(now)) + rec[CAS_OFFSET:]
+        self._move(key, rec, new)
+        return new
+
+    def _move(self, key: bytes, rec: bytes, new: bytes) -> int:
+        """Replace key's record with ``new`` (as long, with the same flags,
+        another last access) at the young end of the LRU; the item's class."""
         items = self._items
         del items[key]
-        rec = rec[:ATIME_OFFSET] + ATIME.pack(int(now)) + rec[CAS_OFFSET:]
-        items[key] = rec
-        return rec
+        items[key] = new
+        atime, flags = _atime_flags(rec)
+        ntotal = len(key) + len(rec) - VALUE_OFFSET + (_NTOTAL_FLAGS if flags else _NTOTAL)
+        cls = self.classes.of(ntotal)
+        ages = self._ages[cls]
+        unit = ntotal + _ONE_ITEM
+        held = ages[atime] - unit
+        if held:
+            ages[atime] = held
+        else:
+            del ages[atime]
+        atime = _atime_flags(new)[0]
+        ages[atime] = ages.get(atime, 0) + unit
+        return cls
+
+    def _class_of(self, key: bytes, rec: bytes) -> int:
+        """The memcached size class of key's item, given its record."""
+        flags = _atime_flags(rec)[1]
+        return self.classes.of(
+            len(key) + len(rec) - VALUE_OFFSET + (_NTOTAL_FLAGS if flags else _NTOTAL)
+        )
 
     def _check_size(self, key: bytes, value_len: int) -> Status:
         if len(key) + value_len + MEMCACHED_ITEM_HEADER > self.max_item_size:
@@ -525,28 +791,54 @@ class Store:
         now: float,
         old: bytes | None,
         new_item: bool = True,
+        sets: list[int] | None = None,
     ) -> tuple[Status, int]:
-        """Store a new record for key made of the value parts, replacing old."""
+        """Store a new record for key made of the value parts, replacing old.
+
+        ``sets``, if given, is the per-class count to bump in the new item's
+        class (the cmd_set of a store).
+        """
         if old is not None:
             self._unlink(key, old)
-        size = ITEM_OVERHEAD + len(key) + value_len
-        if self.bytes + size > self.limit_bytes:
-            self._evict(size)
+        size = len(key) + value_len
+        if self.bytes + size + ITEM_OVERHEAD > self.limit_bytes:
+            self._evict(size + ITEM_OVERHEAD)
         cas = self._next_cas()
-        meta = HEADER.pack(exptime, int(now), cas, flags)
+        atime = int(now)
+        meta = HEADER.pack(exptime, atime, cas, flags)
         self._items[key] = meta + parts[0] if len(parts) == 1 else b"".join((meta, *parts))
         if self._track_fetches:
             self._unfetched.add(key)
-        self.bytes += size
+        self.bytes += size + ITEM_OVERHEAD
         self.total_items += new_item
+        size += _NTOTAL_FLAGS if flags else _NTOTAL  # memcached's size of the item
+        granule = (size + 7) >> 3
+        cls = self._class_table[granule] if granule < self._granules else self._top_class
+        ages = self._ages[cls]
+        ages[atime] = ages.get(atime, 0) + size + _ONE_ITEM
+        if sets is not None:
+            sets[cls] += 1
         return OK, cas
 
-    def _unlink(self, key: bytes, rec: bytes) -> None:
+    def _unlink(self, key: bytes, rec: bytes) -> int:
+        """Remove key's item (its record is ``rec``); its size class."""
         del self._items[key]
         self._unfetched.discard(key)
         if self._marks:
             self._marks.pop(key, None)
-        self.bytes -= ITEM_OVERHEAD + len(key) + len(rec) - VALUE_OFFSET
+        size = len(key) + len(rec) - VALUE_OFFSET
+        self.bytes -= size + ITEM_OVERHEAD
+        atime, flags = _atime_flags(rec)
+        size += _NTOTAL_FLAGS if flags else _NTOTAL  # memcached's size of the item
+        granule = (size + 7) >> 3
+        cls = self._class_table[granule] if granule < self._granules else self._top_class
+        ages = self._ages[cls]
+        held = ages[atime] - size - _ONE_ITEM
+        if held:
+            ages[atime] = held
+        else:
+            del ages[atime]
+        return cls
 
     def _evict(self, needed: int) -> None:
         """Free room for ``needed`` bytes from the least recently used end.
@@ -575,16 +867,30 @@ class Store:
                 break
             victims.append((key, rec))
             freed += ITEM_OVERHEAD + len(key) + len(rec) - VALUE_OFFSET
+        counters = self.counters
+        unfetched = self._unfetched
         on_evict = self.on_evict
         for key, rec in victims:
-            fetched = key not in self._unfetched
-            self._unlink(key, rec)
-            if expired(rec, now):
-                self.reclaimed += 1
+            was_unfetched = key in unfetched
+            exptime, atime = TIMES.unpack_from(rec)
+            if exptime and exptime <= now:
+                cls = self._reclaim(key, rec)
+                if was_unfetched:
+                    counters.expired_unfetched[cls] += 1
             else:
+                cls = self._unlink(key, rec)
                 self.evictions += 1
+                counters.evicted[cls] += 1
+                if exptime:
+                    counters.evicted_nonzero[cls] += 1
+                counters.evicted_time[cls] = max(0, int(now) - atime)
+                if was_unfetched:
+                    counters.evicted_unfetched[cls] += 1
                 if on_evict is not None:
-                    on_evict(key, rec, fetched, now)
+                    on_evict(key, rec, not was_unfetched, now)
+            # No background thread frees memory here: the store that needs
+            # the room does it, as memcached counts a "direct reclaim".
+            counters.direct_reclaims[cls] += 1
 
     def shrink(self, limit_bytes: int, most: int) -> bool:
         """Move toward a new memory limit (``cache_memlimit``): evict at most
@@ -642,8 +948,9 @@ class Store:
         items = self._items
         last_cas = self._last_cas
         taken = 0
+        ages = self._ages
         for key, rec in pairs:
-            exptime, _, cas, _ = HEADER.unpack_from(rec)
+            exptime, atime, cas, flags = HEADER.unpack_from(rec)
             if exptime and exptime <= now:
                 continue
             value_len = len(rec) - VALUE_OFFSET
@@ -657,6 +964,9 @@ class Store:
                 self._evict(size)
             items[key] = rec
             self.bytes += size
+            ntotal = len(key) + value_len + (_NTOTAL_FLAGS if flags else _NTOTAL)
+            class_ages = ages[self.classes.of(ntotal)]
+            class_ages[atime] = class_ages.get(atime, 0) + ntotal + _ONE_ITEM
             taken += 1
             last_cas = max(last_cas, cas)
         self._last_cas = last_cas

@@ -21,7 +21,15 @@ import time
 from typing import Callable
 from urllib.parse import quote
 
-from .record import ATIME, ATIME_OFFSET, VALUE_OFFSET, exptime_of, flags_of, memcached_size, slab_class
+from .record import (
+    ATIME,
+    ATIME_OFFSET,
+    VALUE_OFFSET,
+    SizeClasses,
+    exptime_of,
+    flags_of,
+    memcached_size,
+)
 
 FETCHERS, MUTATIONS, EVICTIONS, CONNEVENTS, DELETIONS = 1, 2, 4, 8, 16
 KINDS = {
@@ -53,13 +61,10 @@ def uriencode(key: bytes) -> bytes:
     return quote(key, safe="").encode()
 
 
-def size_class(key: bytes, value_length: int, flags: int) -> int:
-    """The memcached slab class an item of this shape lands in."""
-    return slab_class(memcached_size(len(key), value_length, flags))
+class _LogCounts:
+    """memcached's log_* stats, for a Logger not given a Stats (tests)."""
 
-
-def record_class(key: bytes, rec: bytes) -> int:
-    return size_class(key, len(rec) - VALUE_OFFSET, flags_of(rec))
+    log_worker_written = log_watcher_skipped = log_watcher_sent = log_watchers = 0
 
 
 def _nothing() -> None:
@@ -91,18 +96,18 @@ class Watcher:
 class Logger:
     """Renders events for the watchers that want them, and counts what it did."""
 
-    def __init__(self, clock: Callable[[], float] = time.time, store=None):
+    def __init__(self, clock: Callable[[], float] = time.time, store=None, stats=None):
         self.clock = clock
+        # Where memcached's log_* stats are counted (a Stats; its own if none).
+        self.stats = stats if stats is not None else _LogCounts()
         self.store = store  # told to report evictions while they are watched
+        # memcached's size classes, for the clsid of each line.
+        self.classes = store.classes if store is not None else SizeClasses()
         self.watchers: list[Watcher] = []
         self.gid = 0
         self.cfd = 0  # the descriptor of the connection being answered (set by it)
         self.fetchers = self.mutations = self.evictions = False
         self.connevents = self.deletions = self.requests = False
-        # memcached's `stats` fields for its logger
-        self.worker_written = 0
-        self.watcher_skipped = 0
-        self.watcher_sent = 0
 
     # -- watchers --------------------------------------------------------
 
@@ -121,6 +126,7 @@ class Logger:
             self._update()
 
     def _update(self) -> None:
+        self.stats.log_watchers = len(self.watchers)
         kinds = 0
         for watcher in self.watchers:
             kinds |= watcher.kinds
@@ -139,6 +145,13 @@ class Logger:
         self.connevents = bool(kinds & CONNEVENTS)
         self.deletions = bool(kinds & DELETIONS)
 
+    def size_class(self, key: bytes, value_length: int, flags: int) -> int:
+        """The memcached size class an item of this shape lands in."""
+        return self.classes.of(memcached_size(len(key), value_length, flags))
+
+    def record_class(self, key: bytes, rec: bytes) -> int:
+        return self.size_class(key, len(rec) - VALUE_OFFSET, flags_of(rec))
+
     # -- what the command layer and the store saw, as memcached logs it ---
 
     def got(self, key: bytes, rec: bytes | None) -> None:
@@ -146,14 +159,14 @@ class Logger:
         if rec is None:
             self.item_get(key, GET_NOT_FOUND)
         else:
-            self.item_get(key, GET_FOUND, record_class(key, rec), len(rec) - VALUE_OFFSET)
+            self.item_get(key, GET_FOUND, self.record_class(key, rec), len(rec) - VALUE_OFFSET)
 
     def got_item(self, key: bytes, item) -> None:
         """``got``, for a lookup that returned an ``record.Item``."""
         if item is None:
             self.item_get(key, GET_NOT_FOUND)
         else:
-            clsid = size_class(key, len(item.value), item.flags)
+            clsid = self.size_class(key, len(item.value), item.flags)
             self.item_get(key, GET_FOUND, clsid, len(item.value))
 
     def stored(
@@ -164,24 +177,24 @@ class Logger:
         left (None when nothing was stored); otherwise ``size``, ``flags``
         and ``exptime`` (absolute, 0 never) describe what it tried to store."""
         if rec is not None:
-            exptime, size, clsid = exptime_of(rec), len(rec) - VALUE_OFFSET, record_class(key, rec)
+            exptime, size, clsid = exptime_of(rec), len(rec) - VALUE_OFFSET, self.record_class(key, rec)
         elif status in ("too_large", "no_memory"):
             clsid = 0  # never given a place
         else:
-            clsid = size_class(key, size, flags)
+            clsid = self.size_class(key, size, flags)
         ttl = max(exptime - int(now), 0) if exptime > 1 else 0
         self.item_store(key, STORE_STATUS[status], command, ttl, clsid, size)
 
     def gone(self, key: bytes, command: bytes, rec: bytes) -> None:
         """``rec``, the item under ``key``, was deleted by ``command`` (deletions)."""
-        self.deleted(key, command, record_class(key, rec), len(rec) - VALUE_OFFSET)
+        self.deleted(key, command, self.record_class(key, rec), len(rec) - VALUE_OFFSET)
 
     def evicted(self, key: bytes, rec: bytes, fetched: bool, now: float) -> None:
         """``rec`` was evicted to make room (evictions)."""
         exptime = exptime_of(rec)
         ttl = exptime - int(now) if exptime else -1
         idle = max(int(now) - ATIME.unpack_from(rec, ATIME_OFFSET)[0], 0)
-        self.eviction(key, fetched, ttl, idle, record_class(key, rec), len(rec) - VALUE_OFFSET)
+        self.eviction(key, fetched, ttl, idle, self.record_class(key, rec), len(rec) - VALUE_OFFSET)
 
     # -- events ------------------------------------------------------------
     # Each renders memcached 1.6's line; callers check the kind's flag first.
@@ -232,7 +245,8 @@ class Logger:
 
     def _emit(self, kind: int, body: bytes) -> None:
         self.gid += 1
-        self.worker_written += 1
+        stats = self.stats
+        stats.log_worker_written += 1
         now = self.clock()
         seconds = int(now)
         # memcached prints the microseconds with %d: not padded to six digits.
@@ -242,7 +256,7 @@ class Logger:
                 continue
             if watcher.size + len(line) + _SKIP_ROOM > WATCHER_BUFFER:
                 watcher.skipped += 1
-                self.watcher_skipped += 1
+                stats.log_watcher_skipped += 1
                 continue
             if watcher.skipped:
                 note = b"skipped=%d\n" % watcher.skipped
@@ -251,5 +265,5 @@ class Logger:
                 watcher.skipped = 0
             watcher.lines.append(line)
             watcher.size += len(line)
-            self.watcher_sent += 1
+            stats.log_watcher_sent += 1
             watcher.wake()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from itertools import islice
-from typing import TYPE_CHECKING, Callable, ClassVar, Iterable, Protocol as Interface
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterable, Iterator, Protocol as Interface
 
 if TYPE_CHECKING:
     from ..auth import Authenticator
@@ -149,13 +149,13 @@ class Answering:
         so a multi-get of large values is never built whole."""
         written, done = writer(run, records, out, 0, SEND_THRESHOLD - pending)
         if done < len(records):
-            self.unfinished = (writer, run, records, done)
+            self.unfinished = Chunks(_run_slices(writer, run, records, done))
         return pending + written
 
     def resume(self, out: list) -> int:
-        writer, run, records, done = self.unfinished
-        written, done = writer(run, records, out, done, SEND_THRESHOLD)
-        self.unfinished = (writer, run, records, done) if done < len(records) else None
+        written, more = self.unfinished.resume(out)
+        if not more:
+            self.unfinished = None
         return written
 
     def _closing_after(self, reply: bytes, out: list, why: str) -> int:
@@ -169,6 +169,37 @@ class Answering:
 # Values up to this size are copied into their reply (a copy is cheaper than
 # a memoryview for small ones); larger ones are sent from their record by view.
 COPY_LIMIT = 1 << 14
+
+
+class Chunks:
+    """A reply written a chunk at a time (``Protocol.unfinished``): the
+    connection sends what it has before asking for the next chunk, so each
+    chunk is made (a dump's slice of items read) only once the last is sent.
+    A chunk is bytes, or a list of pieces (values sent by view among them)."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, chunks: Iterator):
+        self._chunks = chunks
+
+    def resume(self, out: list) -> tuple[int, bool]:
+        """Append the next chunk; (its size, False once there are no more)."""
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return 0, False
+        if chunk.__class__ is list:
+            out.extend(chunk)
+            return sum(map(len, chunk)), True
+        out.append(chunk)
+        return len(chunk), True
+
+
+def _run_slices(writer, run, records: list, done: int) -> Iterator[list]:
+    """The rest of a run of GETs from entry ``done`` on, SEND_THRESHOLD at a time."""
+    while done < len(records):
+        out: list = []
+        _, done = writer(run, records, out, done, SEND_THRESHOLD)
+        yield out
 
 
 def write_run(

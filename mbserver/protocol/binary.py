@@ -302,8 +302,7 @@ class BinaryParser:
         command = rule.command
         if command == "stats":
             buffer.pos = end
-            group, _, args = key.partition(b" ")
-            return StatsRequest(group, tuple(args.split()), opcode, opaque)
+            return _stats_request(key, opcode, opaque)
         if command == "flush":
             buffer.pos = end
             delay = _UINT32.unpack_from(buf, start)[0] if extlen == 4 else 0
@@ -415,6 +414,22 @@ class BinaryParser:
 
 
 # -- writing ----------------------------------------------------------------
+
+
+def _stats_request(key: bytes, opcode: int, opaque: int) -> StatsRequest:
+    """A STAT key read as memcached's process_bin_stat reads it: ``reset``,
+    ``settings`` and ``detail`` by their first letters (so "detail onx" is
+    "detail on"), every other group by its whole key."""
+    for group in (b"reset", b"settings"):
+        if key.startswith(group):
+            return StatsRequest(group, (), opcode, opaque)
+    if key.startswith(b"detail"):
+        rest = key[6:]
+        for verb in (b"dump", b"on", b"off"):
+            if rest.startswith(b" " + verb):
+                return StatsRequest(b"detail", (verb,), opcode, opaque)
+        return StatsRequest(b"detail", (), opcode, opaque)
+    return StatsRequest(key, (), opcode, opaque)
 
 
 def _header(opcode, keylen, extlen, status, bodylen, opaque, cas) -> bytes:
@@ -617,13 +632,14 @@ def _write_stats(request: StatsRequest, result: Result, out: list) -> int:
     parts = []
     for name, value in result.stats:
         name_b = name.encode()
-        value_b = value.encode()
+        value_b = value.encode("utf-8", "surrogateescape")
         parts.append(
             _header(opcode, len(name_b), 0, 0, len(name_b) + len(value_b), opaque, 0)
             + name_b
             + value_b
         )
-    parts.append(_header(opcode, 0, 0, 0, 0, opaque, 0))
+    if request.group not in (b"sizes_enable", b"sizes_disable"):  # memcached ends these without one
+        parts.append(_header(opcode, 0, 0, 0, 0, opaque, 0))
     return _put(out, b"".join(parts))
 
 

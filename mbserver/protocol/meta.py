@@ -12,7 +12,7 @@ commands do (``commands.Commands._mg`` and friends).
 from __future__ import annotations
 
 from ..commands import MetaRequest, MetaResult
-from ..record import MAX_KEY_LENGTH, memcached_size, slab_class
+from ..record import MAX_KEY_LENGTH, memcached_size
 from ..storage import EXISTS, NO_MEMORY, NON_NUMERIC, NOT_FOUND, NOT_STORED, OK, TOO_LARGE
 from . import COPY_LIMIT
 from .ascii import (
@@ -446,14 +446,13 @@ def _write_me(request: MetaRequest, result: MetaResult, out: list) -> int:
     key = request.key
     shown = b64encode(key) if result.binary_key else key
     size = memcached_size(len(key), len(item.value), item.flags)
-    slab = slab_class(size)
     line = b"ME %b exp=%d la=%d cas=%d fetch=%b cls=%d size=%d\r\n" % (
         shown,
         -1 if result.ttl == -1 else -result.ttl,
         result.idle,
         item.cas,
         b"yes" if result.fetched else b"no",
-        slab,
+        result.size_class,
         size,
     )
     return put(out, line)

@@ -48,20 +48,25 @@ from ..commands import (
     ADMIN_OK,
     NO_CAS_MATCH,
     AdminRequest,
-    WatchRequest,
     AdminResult,
+    CrawlerRequest,
+    CrawlerResult,
+    DumpRequest,
     FlushRequest,
     GetMany,
     Request,
     Result,
     StatsRequest,
+    WatchRequest,
 )
+from ..crawler import BADCLASS
 from ..record import (
     CAS,
     CAS_OFFSET,
     FLAGS,
     FLAGS_OFFSET,
     MAX_KEY_LENGTH,
+    MAX_SLAB_CLASS,
     MEMCACHED_FLAGS_SIZE,
     MEMCACHED_ITEM_HEADER,
     VALUE_OFFSET,
@@ -69,13 +74,14 @@ from ..record import (
 from ..watch import FETCHERS
 from ..watch import KINDS as WATCH_KINDS
 from ..storage import EXISTS, NO_MEMORY, NOT_FOUND, NOT_STORED, OK, TOO_LARGE
-from . import COPY_LIMIT, Answering, ProtocolError, write_run
-from . import meta
+from . import COPY_LIMIT, Answering, Chunks, ProtocolError, write_run
+from . import dumps, meta
 from .ascii import (
     AGAIN,
     ARITH_ERRORS,
     BAD_CHUNK,
     BAD_FORMAT,
+    BAD_FORMAT_REPLY,
     CRLF,
     ERROR,
     INT32_MAX,
@@ -198,6 +204,7 @@ class TextParser(meta.MetaParsing):
             b"cache_memlimit": self._cache_memlimit,
             b"refresh_certs": self._refresh_certs,
             b"watch": self._watch,
+            b"lru_crawler": self._lru_crawler,
             b"mg": self._mg,
             b"ms": self._ms,
             b"md": self._md,
@@ -495,7 +502,41 @@ class TextParser(meta.MetaParsing):
     def _stats(self, tokens, ntokens):
         if ntokens <= 2:
             return StatsRequest()
+        if tokens[1] == b"cachedump":
+            return self._cachedump(tokens, ntokens)
         return StatsRequest(tokens[1], tuple(tokens[2 : ntokens - 1]))
+
+    @staticmethod
+    def _cachedump(tokens, ntokens):
+        """`stats cachedump CLASS LIMIT`, checked as memcached checks it."""
+        if ntokens < 5:
+            return reply(b"CLIENT_ERROR bad command line")
+        cls, limit = strtoul32(tokens[2]), strtoul32(tokens[3])
+        if cls is None or limit is None:
+            return BAD_FORMAT_REPLY
+        if cls > MAX_SLAB_CLASS:
+            return reply(b"CLIENT_ERROR Illegal slab id")
+        return DumpRequest("cachedump", frozenset((cls,)), limit)
+
+    def _lru_crawler(self, tokens, ntokens):
+        """`lru_crawler crawl|metadump CLASSES`, `tocrawl N`, `sleep N`,
+        `enable`, `disable`: memcached's checks and errors."""
+        verb = tokens[1] if ntokens > 2 else b""
+        if ntokens == 4:
+            if verb == b"crawl":
+                return CrawlerRequest("crawl", _classes(tokens[2]))
+            if verb == b"metadump":
+                return DumpRequest("metadump", _classes(tokens[2]))
+            if verb in (b"tocrawl", b"sleep"):
+                number = strtoul32(tokens[2])
+                if number is None:
+                    return BAD_FORMAT_REPLY
+                if verb == b"sleep" and number > 1000000:
+                    return reply(b"CLIENT_ERROR sleep must be one second or less")
+                return CrawlerRequest(verb.decode(), number=number)
+        elif ntokens == 3 and verb in (b"enable", b"disable"):
+            return CrawlerRequest(verb.decode())
+        return ERROR
 
     def _version(self, tokens, ntokens):
         return Request("version")
@@ -552,6 +593,22 @@ class TextParser(meta.MetaParsing):
     def _refresh_certs(self, tokens, ntokens):
         # memcached takes any arguments, and a last "noreply" silences only OK.
         return AdminRequest("refresh_certs", quiet=self._noreply(tokens, ntokens))
+
+
+def _classes(text: bytes) -> frozenset[int] | None | str:
+    """A crawl's or metadump's classes: ``all`` or ``hash`` (the whole
+    table) is None, ``1,5,9`` those classes, anything else BADCLASS."""
+    if text in (b"all", b"hash"):
+        return None
+    classes = set()
+    for field in text.split(b","):
+        if not field:
+            continue  # memcached's strtok skips empty fields
+        cls = strtoul32(field)
+        if cls is None or not 1 <= cls <= MAX_SLAB_CLASS:
+            return BADCLASS
+        classes.add(cls)
+    return frozenset(classes)
 
 
 # -- writing ----------------------------------------------------------------
@@ -695,14 +752,29 @@ def _write_flush(request: FlushRequest, result: Result, out: list) -> int:
     return 0 if request.quiet else put(out, b"OK\r\n")
 
 
+_DETAIL_USAGE = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
+
+
 def _write_stats(request: StatsRequest, result: Result, out: list) -> int:
+    group = request.group
+    if group == b"detail":
+        if result.status is not OK:
+            return put(out, _DETAIL_USAGE)
+        if result.stats:  # dump: the PREFIX lines and END
+            return put(out, result.stats[0][1].encode("utf-8", "surrogateescape"))
+        return put(out, b"OK\r\n")
     if result.status is not OK:
         return put(out, b"ERROR\r\n")
-    if request.group == b"reset":
+    if group == b"reset":
         return put(out, b"RESET\r\n")
     lines = [b"STAT %s %s\r\n" % (name.encode(), value.encode()) for name, value in result.stats]
-    lines.append(_END)
+    if group not in (b"sizes_enable", b"sizes_disable"):  # memcached sends these without END
+        lines.append(_END)
     return put(out, b"".join(lines))
+
+
+def _write_lru_crawler(request: CrawlerRequest, result: CrawlerResult, out: list) -> int:
+    return put(out, result.line.encode() + CRLF)
 
 
 def _write_version(request: Request, result: Result, out: list) -> int:
@@ -745,6 +817,7 @@ _WRITERS = {
     "touch": _write_touch,
     "flush": _write_flush,
     "stats": _write_stats,
+    "lru_crawler": _write_lru_crawler,
     "version": _write_version,
     "quit": _write_nothing,
     "shutdown": _write_admin,
@@ -784,6 +857,7 @@ class TextProtocol(Answering):
         self._own["shutdown"] = self._shutdown
         self._own["watch"] = self._watch
         self.watcher = None  # set once the connection has become a log watcher
+        self._own["dump"] = self._dump
 
     @staticmethod
     def _canned(request: Reply, out: list) -> int:
@@ -804,6 +878,20 @@ class TextProtocol(Answering):
         self.watcher = watcher
         self.closing = True  # to commands: the connection streams the log from now on
         return put(out, b"OK\r\n")
+    def _dump(self, request: DumpRequest, out: list) -> int:
+        """A key dump, streamed: each slice of items is written and sent
+        before the next is read, so neither the store lock nor the dump
+        itself is ever held whole (see ``dumps``)."""
+        crawler = self.commands.crawler
+        if request.kind == "metadump":
+            if not crawler.enabled:
+                return put(out, b"CLIENT_ERROR lru crawler disabled\r\n")
+            if out:  # replies still to send: memcached hands the socket to its crawler
+                return put(out, b"ERROR cannot pipeline other commands before metadump\r\n")
+        if request.classes == BADCLASS:
+            return put(out, BADCLASS.encode() + CRLF)
+        self.unfinished = Chunks(dumps.chunks(self.commands, request))
+        return 0
 
     def answer_gets(self, run: GetMany, out: list, pending: int) -> int:
         if not self.authenticated:

@@ -77,6 +77,14 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture
+def client(clock):
+    """A text connection to a fresh store and command layer, without the socket."""
+    from .textclient import Client
+
+    return Client(clock)
+
+
 @pytest.fixture(scope="session")
 def wire():
     """The sans-IO packet builders and response parser shared with tests/integration."""

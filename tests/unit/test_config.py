@@ -300,3 +300,21 @@ class TestUnixSocketAndShutdown:
         with pytest.raises(SystemExit):
             parse_args(["127.0.0.1:1"], {"MBSERVER_ENABLE_SHUTDOWN": "maybe"})
         assert "MBSERVER_ENABLE_SHUTDOWN" in capsys.readouterr().err
+
+
+class TestPrefixDelimiter:
+    def test_default_is_memcacheds(self):
+        assert parse_args(["127.0.0.1:1"], environ={}).prefix_delimiter == ":"
+
+    @pytest.mark.parametrize("option", ["-D", "--prefix-delimiter"])
+    def test_one_character(self, option):
+        assert parse_args(["127.0.0.1:1", option, "#"], environ={}).prefix_delimiter == "#"
+
+    def test_from_the_environment(self):
+        environ = {"MBSERVER_PREFIX_DELIMITER": "|"}
+        assert parse_args(["127.0.0.1:1"], environ=environ).prefix_delimiter == "|"
+
+    @pytest.mark.parametrize("value", ["", "ab", " ", "é", "\t"])
+    def test_anything_else_is_a_usage_error(self, capsys, value):
+        # One printable character, so that `STAT stat_key_prefix` stays one token.
+        assert "--prefix-delimiter" in usage_error(capsys, ["127.0.0.1:1", "-D", value])

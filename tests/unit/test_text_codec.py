@@ -823,7 +823,7 @@ def test_a_multi_get_is_written_in_slices():
     ],
 )
 def test_replies_by_status(command, status, expected):
-    request = Request(command, b"k")
+    request = StatsRequest(b"k") if command == "stats" else Request(command, b"k")
     assert written(write_text, request, Result(status)) == expected
     if command not in ("stats", "version", "quit"):
         quiet = request._replace(quiet=True)
@@ -933,17 +933,17 @@ ITEM = Item(b"abc", 7, 0, 30, 0)
         ),
         (
             MetaRequest("me", b"k"),
-            MetaResult(OK, Item(b"x", 5, 0, 148, 0), ttl=100, idle=0),
+            MetaResult(OK, Item(b"x", 5, 0, 148, 0), ttl=100, idle=0, size_class=1),
             b"ME k exp=-100 la=0 cas=148 fetch=no cls=1 size=65\r\n",
         ),
         (
             MetaRequest("me", b"me1"),
-            MetaResult(OK, Item(b"x", 0, 0, 153, 0), ttl=-1, fetched=True),
+            MetaResult(OK, Item(b"x", 0, 0, 153, 0), ttl=-1, fetched=True, size_class=1),
             b"ME me1 exp=-1 la=0 cas=153 fetch=yes cls=1 size=63\r\n",
         ),
         (
             MetaRequest("me", b"me600000"),
-            MetaResult(OK, Item(b"x" * 600_000, 5, 0, 1, 0), ttl=100),
+            MetaResult(OK, Item(b"x" * 600_000, 5, 0, 1, 0), ttl=100, size_class=39),
             b"ME me600000 exp=-100 la=0 cas=1 fetch=no cls=39 size=600071\r\n",
         ),
         (MetaRequest("me", b"k"), MetaResult(NOT_FOUND), b"EN\r\n"),

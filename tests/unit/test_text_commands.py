@@ -20,12 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mbserver import PROTOCOL_VERSION
-from mbserver.commands import Commands, GetMany
-from mbserver.config import Settings
 from mbserver.protocol.binary import BinaryParser, write_gets
-from mbserver.protocol.text import ProtocolError, TextProtocol
-from mbserver.rwlock import RWLock
-from mbserver.stats import COUNTERS, Stats
 from mbserver.store import (
     EXISTS,
     KEY_BINARY,
@@ -39,63 +34,11 @@ from mbserver.store import (
 from ..items import get_item, item_size
 
 from .. import packets
-from .conftest import FakeAdmin, FakeClock
+from .conftest import FakeClock
+from .textclient import Client
 
 MEMCACHED_VERSION = b"VERSION 1.6.18\r\n"
 OUR_VERSION = b"VERSION " + PROTOCOL_VERSION.encode() + b"\r\n"
-
-
-class Client:
-    """One text connection's worth of parser and command layer, without the socket."""
-
-    def __init__(self, clock, **options):
-        self.clock = clock
-        self.settings = Settings(**options)
-        self.store = Store(self.settings.memory_limit, self.settings.max_item_size, clock=clock)
-        # As on a server whose clients have used a meta command before: the
-        # store then knows which items were never read (mg h), and the
-        # replies compared with memcached's below depend on it.
-        self.store.track_fetches()
-        self.lock = RWLock()
-        self.stats = Stats(clock)
-        self.admin = FakeAdmin(self.store)
-        self.commands = Commands(self.store, self.lock, self.stats, self.settings, self.admin)
-        self.protocol = TextProtocol(self.commands, self.settings, None, "test")
-        self.parser = self.protocol.parser
-        self.closed = False
-
-    def send(self, data: bytes) -> bytes:
-        """Feed data, answer every complete request, and return the replies,
-        as the connection does with its protocol object."""
-        assert not self.closed
-        protocol = self.protocol
-        out: list = []
-        self.parser.feed(data)
-        try:
-            while (request := self.parser.next()) is not None:
-                before = len(out)
-                if request.__class__ is GetMany:
-                    count = protocol.answer_gets(request, out, 0)
-                    while protocol.unfinished is not None:
-                        count += protocol.resume(out)
-                else:
-                    count = protocol.answer(request, out)
-                assert count == sum(len(part) for part in out[before:])
-                assert not self.lock.locked
-                if protocol.closing:
-                    self.closed = True
-                    break
-        except ProtocolError:
-            self.closed = True
-        return b"".join(bytes(part) for part in out)
-
-    def counters(self) -> dict[str, int]:
-        return {name: getattr(self.stats, name) for name in COUNTERS}
-
-
-@pytest.fixture
-def client(clock) -> Client:
-    return Client(clock)
 
 
 # -- memcached's own replies ---------------------------------------------------
@@ -650,6 +593,34 @@ TRANSCRIPTS = [
         b"set k 0 0 10\r\n1234567890\r\nmg k s v\r\nmg k v s k f t c O9\r\n",
         b"STORED\r\nVA 10 s10\r\n1234567890\r\nVA 10 s10 kk f0 t-1 c1 O9\r\n1234567890\r\n",
     ),
+    # the LRU crawler, and the key dumps of an empty cache
+    (b"lru_crawler crawl 0\r\n", b"BADCLASS invalid class id\r\n"),
+    (b"lru_crawler crawl 64\r\n", b"BADCLASS invalid class id\r\n"),
+    (b"lru_crawler crawl abc\r\n", b"BADCLASS invalid class id\r\n"),
+    (b"lru_crawler crawl 1,abc\r\n", b"BADCLASS invalid class id\r\n"),
+    (b"lru_crawler crawl 1,,2\r\n", b"OK\r\n"),
+    (b"lru_crawler crawl\r\n", b"ERROR\r\n"),
+    (b"lru_crawler tocrawl 10\r\n", b"OK\r\n"),
+    (b"lru_crawler tocrawl x\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+    (b"lru_crawler sleep 100\r\n", b"OK\r\n"),
+    (b"lru_crawler sleep 1000001\r\n", b"CLIENT_ERROR sleep must be one second or less\r\n"),
+    (b"lru_crawler sleep x\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+    (b"lru_crawler enable\r\n", b"ERROR failed to start lru crawler thread\r\n"),
+    (b"lru_crawler foo\r\n", b"ERROR\r\n"),
+    (b"lru_crawler\r\n", b"ERROR\r\n"),
+    (b"lru_crawler metadump 0\r\n", b"BADCLASS invalid class id\r\n"),
+    (b"lru_crawler metadump 64\r\n", b"BADCLASS invalid class id\r\n"),
+    (b"lru_crawler metadump abc\r\n", b"BADCLASS invalid class id\r\n"),
+    (b"lru_crawler metadump 63\r\n", b"END\r\n"),
+    (b"lru_crawler metadump 1,,2\r\n", b"END\r\n"),
+    (b"lru_crawler metadump\r\n", b"ERROR\r\n"),
+    (b"lru_crawler metadump all extra\r\n", b"ERROR\r\n"),
+    (b"stats cachedump 1\r\n", b"CLIENT_ERROR bad command line\r\n"),
+    (b"stats cachedump a b\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+    (b"stats cachedump -1 0\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+    (b"stats cachedump 64 0\r\n", b"CLIENT_ERROR Illegal slab id\r\n"),
+    (b"stats cachedump 63 0\r\n", b"END\r\n"),
+    (b"stats cachedump 0 0\r\n", b"END\r\n"),
 ]
 
 

@@ -111,7 +111,7 @@ def test_a_slow_watcher_loses_lines_and_is_told_how_many(clock):
     kept = lines(slow)
     assert sum(map(len, kept)) + len(kept) <= WATCHER_BUFFER
     assert slow.skipped == total - len(kept) > 0
-    assert logger.watcher_skipped == slow.skipped and not fast.skipped
+    assert logger.stats.log_watcher_skipped == slow.skipped and not fast.skipped
     logger.item_get(b"after", b"not_found")  # room again: the loss is reported first
     assert lines(slow) == [f"skipped={total - len(kept)}",
                            "type=item_get key=after status=not_found clsid=0 cfd=0 size=0"]
@@ -122,7 +122,7 @@ def test_nothing_is_rendered_for_kinds_nobody_watches(harness):
     logger = harness.logger
     run(harness, "set", b"k", value=b"v")
     harness.get_record(b"k")
-    assert logger.gid == 0 and logger.worker_written == 0
+    assert logger.gid == 0 and logger.stats.log_worker_written == 0
 
 
 def test_storage_commands_log_the_lookup_then_the_store(harness, clock):

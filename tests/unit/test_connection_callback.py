@@ -113,6 +113,17 @@ def serve(server: Server, raw: socket.socket) -> tuple[gevent.Greenlet, list]:
     return gevent.spawn(handle), made
 
 
+def parked(server: Server, pair, wire, **pair_options):
+    """A served connection that has answered one NOOP (so it speaks binary)
+    and is parked: (client socket, server greenlet, [Connection])."""
+    client, raw = pair(**pair_options)
+    task, made = serve(server, raw)
+    client.sendall(wire.request(0x0A))
+    read_exactly(client, 24)
+    gevent.sleep(0.01)
+    return client, task, made
+
+
 def read_exactly(sock, size: int) -> bytes:
     data = b""
     while len(data) < size:
@@ -175,12 +186,8 @@ def test_requests_are_answered_without_switching_into_the_greenlet(server, pair,
 def test_a_reply_the_socket_cannot_take_continues_in_the_greenlet(server, pair, wire):
     value = b"z" * (900 << 10)
     server.store.store(Mode.SET, b"big", value)
-    client, raw = pair(sndbuf=4096)
     with gevent.Timeout(HANG_GUARD):
-        task, made = serve(server, raw)
-        client.sendall(wire.request(0x0A, opaque=0))
-        read_exactly(client, 24)
-        gevent.sleep(0.01)
+        client, task, made = parked(server, pair, wire, sndbuf=4096)
         client.sendall(
             wire.request(0x00, b"big", opaque=1)
             + wire.request(0x0C, b"big", opaque=2)
@@ -223,12 +230,8 @@ def test_a_multi_get_past_the_send_threshold_is_written_in_slices(server, pair, 
 
 def test_a_busy_lock_hands_the_request_to_the_greenlet(server, pair, wire):
     server.store.store(Mode.SET, b"k", b"v")
-    client, raw = pair()
     with gevent.Timeout(HANG_GUARD):
-        task, _ = serve(server, raw)
-        client.sendall(wire.request(0x0A, opaque=0))
-        read_exactly(client, 24)
-        gevent.sleep(0.01)
+        client, task, _ = parked(server, pair, wire)
         # A holder that yields (never done in mbserver) makes the lock busy.
         server.lock.acquire_write()
         client.sendall(wire.request(0x00, b"k", opaque=1))
@@ -242,12 +245,8 @@ def test_a_busy_lock_hands_the_request_to_the_greenlet(server, pair, wire):
 
 
 def test_a_protocol_error_from_the_callback_replies_then_closes(server, pair, wire):
-    client, raw = pair()
     with gevent.Timeout(HANG_GUARD):
-        task, _ = serve(server, raw)
-        client.sendall(wire.request(0x0A, opaque=0))
-        read_exactly(client, 24)
-        gevent.sleep(0.01)
+        client, task, _ = parked(server, pair, wire)
         client.sendall(wire.request(0x0A, opaque=1) + wire.request(0x0A, b"key", opaque=2))
         replies = wire.responses(read_to_eof(client))
         assert [(r.opaque, r.status) for r in replies] == [(1, 0), (2, 0x04)]
@@ -267,12 +266,8 @@ def test_quit_from_the_callback_closes_after_its_reply(server, pair):
 
 
 def test_eof_while_parked_ends_the_connection(server, pair, wire):
-    client, raw = pair()
     with gevent.Timeout(HANG_GUARD):
-        task, made = serve(server, raw)
-        client.sendall(wire.request(0x0A))
-        read_exactly(client, 24)
-        gevent.sleep(0.01)
+        client, task, made = parked(server, pair, wire)
         assert made[0].idle
         client.close()
         task.get()
@@ -314,12 +309,8 @@ def test_a_stopping_connection_answers_in_the_greenlet_then_closes(server, pair,
 
 
 def test_a_stray_switch_into_a_parked_connection_is_an_error(server, pair, wire):
-    client, raw = pair()
     with gevent.Timeout(HANG_GUARD):
-        task, _ = serve(server, raw)
-        client.sendall(wire.request(0x0A))
-        read_exactly(client, 24)
-        gevent.sleep(0.01)
+        client, task, _ = parked(server, pair, wire)
         gevent.get_hub().loop.run_callback(task.switch, "stray")
         task.join()
         assert isinstance(task.exception, RuntimeError)
@@ -327,12 +318,8 @@ def test_a_stray_switch_into_a_parked_connection_is_an_error(server, pair, wire)
 
 
 def test_killed_while_parked(server, pair, wire):
-    client, raw = pair()
     with gevent.Timeout(HANG_GUARD):
-        task, made = serve(server, raw)
-        client.sendall(wire.request(0x0A))
-        read_exactly(client, 24)
-        gevent.sleep(0.01)
+        client, task, made = parked(server, pair, wire)
         task.kill()
         assert task.dead and task.exception is None
         assert read_to_eof(client) == b""

@@ -36,6 +36,7 @@ from .storage import (
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .snapshot import LoadProgress
     from .stats import Stats
 
 
@@ -221,6 +222,8 @@ class Commands:
     operator commands replace it with their changes (``cache_memlimit``'s
     limit, ``verbosity``'s level). ``admin`` is the server, for those
     commands; without one (a test of the store's commands) they fail.
+    ``warmup``, with ``--snapshot``, is the snapshot load's progress, which
+    the general stats end with.
     """
 
     def __init__(
@@ -230,12 +233,14 @@ class Commands:
         stats: Stats,
         settings: Settings,
         admin: Admin | None = None,
+        warmup: LoadProgress | None = None,
     ):
         self.store = store
         self.lock = lock
         self.stats = stats
         self.settings = settings
         self.admin = admin
+        self.warmup = warmup
         self._handlers = {
             "gat": self._gat,
             "touch": self._touch,
@@ -447,7 +452,11 @@ class Commands:
     def _stat_group(self, group: str) -> list[tuple[str, str]] | None:
         store, stats, settings = self.store, self.stats, self.settings
         if group == "":
-            return statsmod.general(stats, store, settings)
+            pairs = statsmod.general(stats, store, settings)
+            if self.warmup is not None:
+                # After memcached's fields, whose order tools may rely on.
+                pairs += self.warmup.stat_pairs()
+            return pairs
         if group == "settings":
             return statsmod.settings_group(settings, stats)
         if group == "items":

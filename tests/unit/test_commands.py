@@ -13,6 +13,7 @@ import pytest
 from mbserver.commands import Commands, FlushRequest, Request, Result, StatsRequest
 from mbserver.config import Settings
 from mbserver.rwlock import RWLock
+from mbserver.snapshot import LoadProgress
 from mbserver.stats import COUNTERS, ConnectionInfo, Stats
 from mbserver.record import MEMCACHED_ITEM_HEADER, unpack
 from mbserver.store import (
@@ -361,6 +362,22 @@ class TestStatGroups:
         assert general["evictions"] == "0"
         for name in COUNTERS:
             assert general[name] == str(getattr(h.stats, name))
+
+    def test_general_ends_with_the_snapshot_load_when_there_is_one(self, h, clock):
+        memcached_order = [name for name, _ in h.run("stats").stats]
+        progress = LoadProgress()
+        progress.loading, progress.file_items, progress.read_items = True, 1000, 250
+        progress.loaded_items = 240
+        commands = Commands(h.store, h.lock, h.stats, h.settings, warmup=progress)
+        pairs = commands.execute(StatsRequest()).stats
+        assert [name for name, _ in pairs[: len(memcached_order)]] == memcached_order
+        assert pairs[len(memcached_order) :] == [
+            ("snapshot_loading", "1"),
+            ("snapshot_load_progress", "0.2500"),
+            ("snapshot_loaded_items", "240"),
+            ("snapshot_file_items", "1000"),
+        ]
+        assert not any(name.startswith("snapshot_") for name in memcached_order)
 
     def test_general_shows_connections(self, h):
         h.stats.curr_connections = 3

@@ -104,12 +104,15 @@ _V1_END = 0xFFFF
 V1_CAS_FLOOR = 1 << 52
 
 # A block holds this many items, or a little more than this many bytes,
-# whichever comes first: a few milliseconds to encode, or to parse and add
-# on loading (an item of 100 B costs about 0.4 us each way), so a save in
-# this process or a load holds the hub, and a load the store lock, for no
-# longer than that.
-BATCH_ITEMS = 10_000
-BATCH_BYTES = 4 << 20
+# whichever comes first: small enough for its keys and records to stay in
+# the CPU's cache while each C loop passes over them (encoding blocks of
+# 10,000 items of 100 B takes 0.7 us an item at 10 million items, blocks
+# of 2,000 take 0.4 us), and a millisecond or so of work, the longest a
+# save in this process or a load holds the hub (a load, the store lock).
+BATCH_ITEMS = 2000
+BATCH_BYTES = 1 << 20
+# The writer asks the kernel to start writing out every this many bytes.
+WRITEBACK_BYTES = 32 << 20
 # Reading a version 1 file: this much at a time (more only for a record that is larger).
 READ_SIZE = 1 << 20
 
@@ -191,11 +194,14 @@ def write_snapshot(
         # The header's totals are known only at the end: a placeholder now,
         # the real one written over it before the file is made durable.
         run(_write_chunk, (fd, bytes(_HEADER.size)))
-        size = _HEADER.size
+        size = flushed = _HEADER.size
         tally = [0, 0, 0, 0]  # items written, items expired, data bytes, largest CAS
         for block in _encode(keys, records, int(now), tally):
             run(_write_chunk, (fd, block))
             size += len(block)
+            if size - flushed >= WRITEBACK_BYTES:
+                run(_write_back, (fd, flushed, size - flushed))
+                flushed = size
         header = _HEADER.pack(MAGIC, VERSION, int(now), tally[0], tally[2], tally[3], 0)
         header = header[:-_CRC_SIZE] + _crc(header[:-_CRC_SIZE])
         run(_write_chunk, (fd, header, 0))
@@ -303,6 +309,13 @@ def _write_chunk(fd: int, data: bytes, offset: int | None = None) -> None:
         else:
             done = os.pwrite(fd, view, offset)
             view, offset = view[done:], offset + done
+
+
+def _write_back(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing these bytes to disk now, rather than all
+    at the final fsync (which then waited 0.6 s for 1.3 GiB here)."""
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def _finish(fd: int, temp: str, path: str, directory: str) -> None:

@@ -701,24 +701,28 @@ class TestBackgroundLoad:
         fill(store, 2000)
         save(store, path)
         fresh, lock = Store(clock=clock), RWLock()
-        held = []  # at each Store.load: the write lock is held, by the loader
-        sizes = wrap_store_load(monkeypatch, fresh, lambda n: held.append(lock.writer))
         snapshots = Snapshots(path, fresh, lock)
-        seen = []  # what a client greenlet saw each time it ran during the load
+        wake = gevent.event.Event()
+        turns = []  # a client's view each time it ran: was the lock free?
+        seen = []  # at each Store.load: held by the loader? how often the client had run?
 
         def client():
-            while snapshots.loading:
-                seen.append((lock.free, snapshots.progress.read_items))
-                gevent.sleep(0)
+            while True:
+                wake.wait()
+                wake.clear()
+                turns.append(lock.free)
 
-        assert snapshots.open()
+        def before_each_block(n):
+            seen.append((lock.writer, len(turns)))
+            wake.set()  # a request arrives: it must be answered before the next block
+
+        sizes = wrap_store_load(monkeypatch, fresh, before_each_block)
         probe = gevent.spawn(client)
         assert snapshots.load() == 2000
-        probe.join()
-        assert sizes == [100] * 20 and all(held)
-        assert all(free for free, _ in seen)  # never held across a yield
-        # The client ran between every two blocks.
-        assert {read for _, read in seen} >= set(range(0, 2000, 100))
+        probe.kill()
+        assert sizes == [100] * 20
+        assert seen == [(True, n) for n in range(20)]  # one turn between every two blocks
+        assert all(turns)  # and the lock was never held across a yield
 
     def test_writes_and_deletes_made_during_the_load_win_over_the_file(
         self, store, clock, path, blocks_of_100, monkeypatch

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from . import hotkeys
 from . import stats as statsmod
 from .record import Item, unpack
 from .rwlock import RWLock
@@ -223,7 +224,9 @@ class Commands:
     limit, ``verbosity``'s level). ``admin`` is the server, for those
     commands; without one (a test of the store's commands) they fail.
     ``warmup``, with ``--snapshot``, is the snapshot load's progress, which
-    the general stats end with.
+    the general stats end with. ``hot``, with ``--hot-keys``, counts a
+    sample of the gets and sets (``stats hotkeys``); None costs the GET and
+    SET paths one attribute check each.
     """
 
     def __init__(
@@ -241,6 +244,7 @@ class Commands:
         self.settings = settings
         self.admin = admin
         self.warmup = warmup
+        self.hot = hotkeys.HotKeys(settings.hot_keys) if settings.hot_keys else None
         self._handlers = {
             "gat": self._gat,
             "touch": self._touch,
@@ -299,6 +303,8 @@ class Commands:
             records = self.store.get_many(keys)
         finally:
             lock.release_read()
+        if self.hot is not None:
+            self.hot.saw_gets(keys)
         stats = self.stats
         count = len(records)
         misses = records.count(None)
@@ -315,6 +321,8 @@ class Commands:
             record = self.store.get_record(key)
         finally:
             lock.release_read()
+        if self.hot is not None:
+            self.hot.saw_get(key)
         stats = self.stats
         stats.cmd_get += 1
         if record is None:
@@ -372,6 +380,8 @@ class Commands:
                 )
         finally:
             lock.release_write()
+        if self.hot is not None:
+            self.hot.saw_set(request.key)
         # memcached counts cas_* for set/add/replace carrying a CAS (its
         # NREAD_CAS) only, not for append/prepend.
         cas_mode = bool(request.cas) and mode is not _APPEND and mode is not _PREPEND
@@ -467,6 +477,8 @@ class Commands:
             return statsmod.sizes_group(store)
         if group == "conns":
             return statsmod.conns_group(stats)
+        if group == "hotkeys":
+            return hotkeys.stat_pairs(self.hot)
         if group == "reset":
             stats.reset()
             store.reset_counters()
@@ -568,6 +580,8 @@ class Commands:
                     win_sent=win_sent,
                     binary_key=bool(marks & KEY_BINARY),
                 )
+        if self.hot is not None:
+            self.hot.saw_get(key)
         if not aborted:
             # As memcached: a miss always counts as a GET miss; a hit that
             # reached a T flag counts as a touch.
@@ -631,6 +645,8 @@ class Commands:
                     )
                 if status is OK and "b" in request.order:
                     store.set_marks(key, store.marks(key) | KEY_BINARY)
+        if self.hot is not None:
+            self.hot.saw_set(key)
         self._count_store(request.refused, cas_mode, status)
         return MetaResult(status, cas=new_cas)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from . import MEMCACHED_COMPAT_VERSION, __version__
+from .hotkeys import MAX_HOT_KEYS
 from .tls import TLSFilesError, server_context
 
 MIN_ITEM_SIZE = 1024
@@ -46,6 +47,7 @@ class Settings:
     unix_socket: str | None = None  # also (or only) listen on this unix socket path
     unix_mask: int = 0o700  # permission bits of the unix socket file
     enable_shutdown: bool = False  # allow the text `shutdown` command (-A)
+    hot_keys: int = 0  # keys `stats hotkeys` reports; 0 = not tracked
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -88,6 +90,12 @@ def _port(text: str) -> int:
 def _positive(text: str) -> int:
     if not _is_number(text) or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _hot_keys(text: str) -> int:
+    if not _is_number(text) or int(text) > MAX_HOT_KEYS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to {MAX_HOT_KEYS}")
     return int(text)
 
 
@@ -256,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(a graceful stop, as SIGTERM)",
     )
     parser.add_argument(
+        "--hot-keys",
+        metavar="N",
+        type=_hot_keys,
+        default=0,
+        help="track the N most requested keys, from a sample of the gets and sets, "
+        f"for `stats hotkeys` and the metrics (default 0: off; at most {MAX_HOT_KEYS})",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -372,4 +388,5 @@ def parse_args(
         unix_socket=args.unix_socket,
         unix_mask=unix_mask,
         enable_shutdown=args.enable_shutdown,
+        hot_keys=args.hot_keys,
     )

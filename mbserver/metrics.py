@@ -34,6 +34,8 @@ Prometheus reads a counter going down as a reset):
   mbserver_batch_duration_seconds           histogram, one observation per batch
   mbserver_snapshot_loading, mbserver_snapshot_load_progress,
   mbserver_snapshot_loaded_items            with --snapshot: the background load
+  mbserver_hot_key_requests{rank,key}       with --hot-keys N: the N hottest keys' estimated
+                                            gets and sets (key escaped as in `stats hotkeys`)
   process_*                                 CPU, memory, descriptors (prometheus_client)
 """
 
@@ -56,9 +58,11 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 
 from . import MEMCACHED_COMPAT_VERSION, __version__
+from .hotkeys import label as hot_key_label
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .hotkeys import HotKeys
     from .snapshot import LoadProgress
     from .stats import Stats
     from .storage import ItemStore
@@ -179,12 +183,14 @@ class StatsCollector:
         settings: Settings,
         latency: LatencyHistogram | None = None,
         warmup: LoadProgress | None = None,
+        hot_keys: HotKeys | None = None,
     ):
         self.stats = stats
         self.store = store
         self.settings = settings
         self.latency = latency
         self.warmup = warmup
+        self.hot_keys = hot_keys
 
     def collect(self) -> Iterator[Metric]:
         stats, store = self.stats, self.store
@@ -294,6 +300,19 @@ class StatsCollector:
                 value=warmup.loaded_items,
             )
 
+        if self.hot_keys is not None:
+            # As many series as --hot-keys: the rank keeps them apart even
+            # if two long keys cut to the same label.
+            hot = GaugeMetricFamily(
+                "mbserver_hot_key_requests",
+                "The hottest keys' gets and sets, estimated from a sample (--hot-keys): "
+                "rank 1 is the hottest; the key is escaped as `stats hotkeys` shows it.",
+                labels=("rank", "key"),
+            )
+            for rank, (key, count, *_) in enumerate(self.hot_keys.top(), 1):
+                hot.add_metric((str(rank), hot_key_label(key)), count)
+            yield hot
+
 
 def build_registry(
     stats: Stats,
@@ -301,10 +320,11 @@ def build_registry(
     settings: Settings,
     latency: LatencyHistogram | None = None,
     warmup: LoadProgress | None = None,
+    hot_keys: HotKeys | None = None,
 ) -> CollectorRegistry:
     """A registry of its own, not prometheus_client's global one: our metrics and process_*."""
     registry = CollectorRegistry()
-    registry.register(StatsCollector(stats, store, settings, latency, warmup))
+    registry.register(StatsCollector(stats, store, settings, latency, warmup, hot_keys))
     ProcessCollector(registry=registry)
     return registry
 
@@ -414,6 +434,7 @@ def start_metrics(
     *,
     latency: LatencyHistogram | None = None,
     warmup: LoadProgress | None = None,
+    hot_keys: HotKeys | None = None,
 ) -> MetricsServer:
     """Serve /metrics and /healthz on host:port from this process's gevent hub.
 
@@ -421,11 +442,11 @@ def start_metrics(
     port 0 picks a free port (see ``handle.port``). Pass ``latency`` to
     export a histogram made beforehand; otherwise one is made, as
     ``handle.latency``. ``warmup``: a snapshot load's progress, for
-    /healthz and the mbserver_snapshot_* metrics. Requests are logged at
-    debug level.
+    /healthz and the mbserver_snapshot_* metrics; ``hot_keys``: the
+    --hot-keys sketch. Requests are logged at debug level.
     """
     latency = latency if latency is not None else LatencyHistogram()
-    registry = build_registry(stats, store, settings, latency, warmup)
+    registry = build_registry(stats, store, settings, latency, warmup, hot_keys)
     handle = MetricsServer(registry, latency, warmup)
     http = _HTTPServer(
         (host, port),

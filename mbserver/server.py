@@ -187,6 +187,7 @@ class Server:
             self.store,
             self.settings,
             warmup=self.commands.warmup,
+            hot_keys=self.commands.hot,
         )
         self._observe_batch = self.metrics.latency.observe
         log.info("metrics on http://%s/metrics", format_address(host, self.metrics.port))

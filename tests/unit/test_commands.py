@@ -10,8 +10,16 @@ import os
 
 import pytest
 
-from mbserver.commands import Commands, FlushRequest, Request, Result, StatsRequest
+from mbserver.commands import (
+    Commands,
+    FlushRequest,
+    MetaRequest,
+    Request,
+    Result,
+    StatsRequest,
+)
 from mbserver.config import Settings
+from mbserver.hotkeys import HotKeys
 from mbserver.rwlock import RWLock
 from mbserver.snapshot import LoadProgress
 from mbserver.stats import COUNTERS, ConnectionInfo, Stats
@@ -378,6 +386,31 @@ class TestStatGroups:
             ("snapshot_file_items", "1000"),
         ]
         assert not any(name.startswith("snapshot_") for name in memcached_order)
+
+    def test_hotkeys_when_off(self, h):
+        assert h.commands.hot is None  # the GET and SET paths' one check
+        assert h.stat_group(b"hotkeys") == {"hotkeys:capacity": "0"}
+
+    def test_hotkeys_counts_gets_and_sets_from_every_path(self, clock):
+        h = Harness(clock, settings=Settings(hot_keys=2))
+        assert isinstance(h.commands.hot, HotKeys) and h.commands.hot.capacity == 2
+        h.commands.hot = HotKeys(2, rate=1)  # every request counted, for exact figures
+        for _ in range(3):
+            h.run("set", b"hot", value=b"v")  # _store
+            h.run("get", b"hot")  # get_record, the lone GET
+        h.commands.get_many([b"hot", b"warm", b"hot"])  # a multi-get
+        h.commands.execute(MetaRequest("ms", b"warm", b"v", mode="set"))
+        h.commands.execute(MetaRequest("mg", b"warm", order="v"))
+        group = h.stat_group(b"hotkeys")
+        assert {k: v for k, v in group.items() if k.startswith("hotkey:1:")} == {
+            "hotkey:1:key": "hot",
+            "hotkey:1:estimate": "8",
+            "hotkey:1:gets": "5",
+            "hotkey:1:sets": "3",
+            "hotkey:1:percent": "72.73",
+        }
+        assert (group["hotkey:2:key"], group["hotkey:2:estimate"]) == ("warm", "3")
+        assert group["hotkeys:requests"] == "11"
 
     def test_general_shows_connections(self, h):
         h.stats.curr_connections = 3

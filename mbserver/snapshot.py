@@ -117,7 +117,7 @@ WRITEBACK_BYTES = 32 << 20
 READ_SIZE = 1 << 20
 
 _TEMP = re.compile(r"\.tmp\.(\d+)\.(\d+)")
-_HEAD = slice(0, 16)  # a record's exptime, atime and CAS
+_EXPTIME, _CAS = slice(0, 4), slice(8, 16)  # in a record
 
 
 class SnapshotError(Exception):
@@ -162,10 +162,15 @@ def write_snapshot(
     records: Sequence[bytes],
     now: float,
     *,
+    max_cas: int | None = None,
     cooperative: bool = False,
 ) -> Written:
     """Write the items (``keys[i]``, ``records[i]``) whose records have not expired
     by ``now`` to ``path``, in that order.
+
+    ``max_cas``: no record's CAS is larger (``Store.last_cas`` when the
+    records were taken); found from the records when not given, at 0.06 us
+    an item more.
 
     Atomic: ``path`` is replaced only by a complete, fsynced file. Raises
     OSError when the file cannot be written; the previous snapshot is then
@@ -196,13 +201,14 @@ def write_snapshot(
         run(_write_chunk, (fd, bytes(_HEADER.size)))
         size = flushed = _HEADER.size
         tally = [0, 0, 0, 0]  # items written, items expired, data bytes, largest CAS
-        for block in _encode(keys, records, int(now), tally):
+        for block in _encode(keys, records, int(now), tally, max_cas is None):
             run(_write_chunk, (fd, block))
             size += len(block)
             if size - flushed >= WRITEBACK_BYTES:
                 run(_write_back, (fd, flushed, size - flushed))
                 flushed = size
-        header = _HEADER.pack(MAGIC, VERSION, int(now), tally[0], tally[2], tally[3], 0)
+        largest_cas = tally[3] if max_cas is None else max_cas
+        header = _HEADER.pack(MAGIC, VERSION, int(now), tally[0], tally[2], largest_cas, 0)
         header = header[:-_CRC_SIZE] + _crc(header[:-_CRC_SIZE])
         run(_write_chunk, (fd, header, 0))
         owned, fd = fd, -1  # _finish closes it, whatever happens
@@ -224,12 +230,15 @@ def _crc(data: bytes, crc: int = 0) -> bytes:
     return zlib.crc32(data, crc).to_bytes(_CRC_SIZE, "big")
 
 
-def _encode(keys: Sequence[bytes], records: Sequence[bytes], now: int, tally: list[int]):
-    """Yield the blocks, each whole; count what was written in ``tally``.
+def _encode(
+    keys: Sequence[bytes], records: Sequence[bytes], now: int, tally: list[int], find_cas: bool
+):
+    """Yield the blocks, each whole; count what was written in ``tally`` (and
+    with ``find_cas``, the largest CAS).
 
     The work per item is done by C loops over whole blocks (slices, lengths,
-    the expiry and CAS columns, joins): about 0.4 us an item of 100 B,
-    against over 1 us for a Python loop over the items.
+    the expiry column, joins): about 0.35 us an item of 100 B, against over
+    1 us for a Python loop over the items.
     """
     start, end = 0, len(keys)
     while start < end:
@@ -247,8 +256,7 @@ def _encode(keys: Sequence[bytes], records: Sequence[bytes], now: int, tally: li
                 flat, lengths = flat[: 2 * cut], lengths[: 2 * cut]
         start = stop
         block = flat[1::2]
-        heads = _heads(block)
-        exptimes = heads[0::4]
+        exptimes = _column(block, _EXPTIME, "I")
         soonest = min(filter(None, exptimes), default=0)
         if soonest and soonest <= now:
             live = [i for i, exptime in enumerate(exptimes) if not exptime or exptime > now]
@@ -258,9 +266,9 @@ def _encode(keys: Sequence[bytes], records: Sequence[bytes], now: int, tally: li
             flat = [x for i in live for x in (flat[2 * i], flat[2 * i + 1])]
             lengths = array("I", map(len, flat))
             block = flat[1::2]
-            heads = _heads(block)
-            soonest = min(filter(None, heads[0::4]), default=0)
-        tally[3] = max(tally[3], _largest_cas(heads))
+            soonest = min(filter(None, (exptimes[i] for i in live)), default=0)
+        if find_cas:
+            tally[3] = max(tally[3], max(_column(block, _CAS, "Q")))
         count = len(block)
         data = b"".join(flat)
         if _LITTLE:
@@ -273,20 +281,12 @@ def _encode(keys: Sequence[bytes], records: Sequence[bytes], now: int, tally: li
         yield b"".join((head, crc, lengths, data))
 
 
-def _heads(records: list[bytes]) -> array:
-    """The first 16 bytes of every record (exptime, atime, CAS) as 32-bit numbers, 4 a record."""
-    heads = array("I", b"".join(map(getitem, records, repeat(_HEAD))))
+def _column(records: list[bytes], field: slice, typecode: str) -> array:
+    """One header field of every record, as numbers (C loops only)."""
+    column = array(typecode, b"".join(map(getitem, records, repeat(field))))
     if _LITTLE:
-        heads.byteswap()
-    return heads
-
-
-def _largest_cas(heads: array) -> int:
-    high = max(heads[2::4])
-    low = heads[3::4]
-    if not high:  # CAS values below 2**32: the usual case, a C loop
-        return max(low)
-    return (high << 32) | max(lo for hi, lo in zip(heads[2::4], low) if hi == high)
+        column.byteswap()
+    return column
 
 
 def _io_thread() -> gevent.threadpool.ThreadPool:
@@ -945,7 +945,14 @@ class Snapshots:
             with self.lock.read():
                 keys, records = self.store.records()
             try:
-                written = write_snapshot(self.path, keys, records, self.clock(), cooperative=True)
+                written = write_snapshot(
+                    self.path,
+                    keys,
+                    records,
+                    self.clock(),
+                    max_cas=self.store.last_cas,
+                    cooperative=True,
+                )
             except OSError as exc:
                 log.error("cannot write snapshot %s: %s", self.path, exc)
                 written = None
@@ -1040,7 +1047,7 @@ def _child_writes(store: ItemStore, path: str, now: float, report_fd: int) -> No
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _die_with_parent()
         keys, records = store.records()
-        written = write_snapshot(path, keys, records, now)
+        written = write_snapshot(path, keys, records, now, max_cas=store.last_cas)
         report = b"ok %d %d %d %.6f" % (written.count, written.expired, written.size, written.seconds)
         code = 0
     except BaseException as exc:  # the parent reports it; the child only exits

@@ -87,6 +87,13 @@ def temp_files(path) -> list[str]:
     return sorted(p.name for p in path.parent.iterdir() if p.name != path.name)
 
 
+def header_cas(path) -> int:
+    """The CAS bound a snapshot's header gives."""
+    snap = snapshot.SnapshotFile.open(path)
+    snap.close()
+    return snap.max_cas
+
+
 def v2_header(now: float, items: int, data_bytes: int = 0, max_cas: int = 0) -> bytes:
     """A version 2 header with a valid checksum, whatever it claims."""
     head = struct.pack(">8sIIQQQ", MAGIC, 2, int(now), items, data_bytes, max_cas)
@@ -153,6 +160,15 @@ class TestRoundTrip:
         other = tmp_path / "other"
         save(store, other, cooperative=not cooperative)
         assert path.read_bytes() == other.read_bytes()
+
+    def test_the_header_bounds_every_cas(self, store, path, clock):
+        cases = [1, (1 << 40) + 5, 7]
+        write_snapshot(path, [b"a", b"b", b"c"], [record(b"v", 0, 0, c, 0) for c in cases], clock())
+        assert header_cas(path) == (1 << 40) + 5
+        fill(store, 10)
+        store.delete(b"key:9")  # the latest CAS is no item's any more
+        Snapshots(path, store, RWLock()).save()
+        assert header_cas(path) == store.last_cas == 10
 
     def test_the_file_is_private(self, store, path):
         save(store, path)

@@ -875,6 +875,7 @@ class TestVersion1Files:
         snapshots = Snapshots(path, fresh, RWLock())
         assert snapshots.open()  # before any record is read
         assert fresh.store(SET, b"new", b"v")[1] == snapshot.V1_CAS_FLOOR + 1
+        assert snapshots.load() == 20  # the live ones, and the client's key kept
 
     def test_a_damaged_version_1_file_loads_nothing(self, clock, path, caplog):
         data = bytearray(v1_file(self.pairs(clock), clock()))
@@ -995,6 +996,7 @@ class TestForkedSave:
         assert snapshots.save() is None
         assert path.read_bytes() == before
         assert any("still loading" in r.getMessage() for r in caplog.records)
+        assert snapshots.load() == 10
 
     def test_the_final_save_waits_for_the_load(self, store, clock, path, blocks_of_100):
         fill(store, 2000)

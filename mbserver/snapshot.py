@@ -512,10 +512,10 @@ class SnapshotFile:
         self.items_read += items
         return Block(data, items, soonest)
 
-    def parse(self, block: Block) -> tuple[list[bytes], int]:
+    def parse(self, block: Block) -> tuple[list[bytes], int, int]:
         """A block's items as one list, in the file's order (key, record, key,
-        record...), and the largest key and value lengths added together
-        (for ``drop_misfits``)."""
+        record...); their keys' and records' lengths added up; and the
+        largest key and value lengths added together (for ``drop_misfits``)."""
         if self.version == 1:
             return self._parse_v1(block)
         items, data = block.items, block.data
@@ -523,18 +523,24 @@ class SnapshotFile:
         lengths.frombytes(data[: 8 * items])
         if _LITTLE:
             lengths.byteswap()
-        # The CRC says these are the bytes written; these say they are a
-        # snapshot's (so a damaged writer cannot load keys the store refuses).
-        longest_key, longest_record = max(lengths[0::2]), max(lengths[1::2])
-        if (
-            sum(lengths) != len(data) - 8 * items
-            or longest_key > MAX_KEY_LENGTH
-            or min(lengths[1::2]) < VALUE_OFFSET
-        ):
-            raise SnapshotError(f"{self.path} is corrupt (bad record lengths in a block)")
         stream = io.BytesIO(data)
         stream.seek(8 * items)
-        return list(map(stream.read, lengths)), longest_key + longest_record - VALUE_OFFSET
+        fields = list(map(stream.read, lengths))
+        records = fields[1::2]
+        longest_key = max(map(len, fields[0::2]))
+        # The CRC says these are the bytes written; these say they are a
+        # snapshot's, so that a damaged writer cannot load a record the store
+        # cannot read. The lengths use up the data exactly: every read was
+        # whole (a short one would leave the last, never empty, short too).
+        if (
+            stream.tell() != len(data)
+            or len(fields[-1]) != lengths[-1]
+            or longest_key > MAX_KEY_LENGTH
+            or min(map(len, records)) < VALUE_OFFSET
+        ):
+            raise SnapshotError(f"{self.path} is corrupt (bad record lengths in a block)")
+        largest = longest_key + max(map(len, records)) - VALUE_OFFSET
+        return fields, len(data) - 8 * items, largest
 
     # version 1: a record stream, read once checked
 
@@ -586,7 +592,7 @@ class SnapshotFile:
             )
         return None
 
-    def _parse_v1(self, block: Block) -> tuple[list[bytes], int]:
+    def _parse_v1(self, block: Block) -> tuple[list[bytes], int, int]:
         data, pos = block.data, 0
         unpack = _V1_RECORD.unpack_from
         items = []
@@ -599,7 +605,7 @@ class SnapshotFile:
             append(data[start : start + key_len])
             append(data[start + key_len : pos])
             largest = max(largest, key_len + rec_len - VALUE_OFFSET)
-        return items, largest
+        return items, len(data) - _V1_RECORD.size * block.items, largest
 
 
 # A parsed block is one list, key, record, key, record... (``SnapshotFile.parse``):
@@ -676,7 +682,7 @@ def load_snapshot(
         for _ in snap.check():
             pass
         while (block := snap.read_block()) is not None:
-            items, _ = snap.parse(block)
+            items, _, _ = snap.parse(block)
             expired_count += drop_expired(items, block.soonest, now)
             if excess:
                 dropped, excess = drop_oldest(items, excess)
@@ -870,14 +876,19 @@ class Snapshots:
             for _ in snap.check():
                 _pause()
             while (block := snap.read_block()) is not None:
-                items, largest = snap.parse(block)
-                expired_count += drop_expired(items, block.soonest, self.clock())
+                items, size, largest = snap.parse(block)
+                dropped = drop_expired(items, block.soonest, self.clock())
+                expired_count += dropped
                 if excess:
-                    dropped, excess = drop_oldest(items, excess)
-                    trimmed += dropped
-                refused += drop_misfits(items, largest, store)
+                    trimmed_now, excess = drop_oldest(items, excess)
+                    trimmed += trimmed_now
+                    dropped += trimmed_now
+                misfits = drop_misfits(items, largest, store)
+                refused += misfits
+                if dropped or misfits:
+                    size = sum(map(len, items))
                 with self.lock.write():
-                    added = store.load(items)
+                    added = store.load(items, size)
                 progress.read_items += block.items
                 if added < 0:
                     flushed = True

@@ -175,10 +175,11 @@ class ItemStore(Protocol):
         """A background load begins (a write hold): from now on the keys clients
         write or delete are kept from it, and CAS values continue above ``max_cas``."""
 
-    def load(self, batch: dict[bytes, bytes]) -> int:
-        """Add a slice of the load at the young end, leaving out the keys clients
-        wrote or deleted (a write hold); how many were added, -1 once a flush
-        has ended the load."""
+    def load(self, items: list[bytes], size: int | None = None) -> int:
+        """Add a slice of the load (key, record, key, record...; ``size`` their
+        lengths added up, if known) at the young end, leaving out the keys
+        clients wrote or deleted (a write hold); how many were added, -1 once
+        a flush has ended the load."""
 
     def end_load(self) -> None:
         """The background load is over (a write hold)."""

@@ -399,6 +399,16 @@ class TestRefusal:
         with pytest.raises(SnapshotError, match="bad record lengths"):
             load_snapshot(path, clock())
 
+    @pytest.mark.parametrize("claimed", [(1, 25), (1, 19), (1, 20), (3, 21)])
+    def test_lengths_that_do_not_use_up_the_data_exactly_are_corrupt(self, path, clock, claimed):
+        data = b"k" + bytes(21)  # a key of 1 and a record of 21
+        lengths = struct.pack(">II", *claimed)
+        head = struct.pack(">III", 1, len(data), 0)
+        crc = zlib.crc32(data, zlib.crc32(lengths, zlib.crc32(head))).to_bytes(4, "big")
+        path.write_bytes(v2_header(clock(), items=1) + head + crc + lengths + data)
+        with pytest.raises(SnapshotError, match="bad record lengths"):
+            load_snapshot(path, clock())
+
     def test_a_record_shorter_than_its_header_is_corrupt(self, path, clock):
         path.write_bytes(v2_header(clock(), items=1) + v2_block([b"k"], [bytes(19)]))
         with pytest.raises(SnapshotError, match="bad record lengths"):
@@ -701,10 +711,10 @@ def wrap_store_load(monkeypatch, store: Store, before) -> list[int]:
     sizes = []
     real = store.load
 
-    def load(items):
+    def load(items, size=None):
         sizes.append(len(items) // 2)
         before(len(sizes))
-        return real(items)
+        return real(items, size)
 
     monkeypatch.setattr(store, "load", load)
     return sizes

@@ -87,6 +87,25 @@ def temp_files(path) -> list[str]:
     return sorted(p.name for p in path.parent.iterdir() if p.name != path.name)
 
 
+def sparse_file(path, head: bytes, size: int) -> None:
+    """``head``, then holes up to ``size`` bytes (never read, never on disk)."""
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+
+
+def refused_in(path, clock, reason: str, most: int) -> None:
+    """load_snapshot refuses the file (the message matching ``reason``) having
+    allocated fewer than ``most`` bytes at its peak."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(SnapshotError, match=reason):
+            load_snapshot(path, clock())
+        assert tracemalloc.get_traced_memory()[1] < most
+    finally:
+        tracemalloc.stop()
+
+
 def header_cas(path) -> int:
     """The CAS bound a snapshot's header gives."""
     snap = snapshot.SnapshotFile.open(path)
@@ -351,43 +370,20 @@ class TestRefusal:
             load_snapshot(path, clock())
 
     def test_a_huge_foreign_file_is_refused_from_its_header(self, path, clock):
-        with open(path, "wb") as f:
-            f.write(b"SQLite format 3\x00")
-            f.truncate(10 << 30)  # sparse: 10 GiB that are never read
-        tracemalloc.start()
-        try:
-            with pytest.raises(SnapshotError, match="not an mbserver snapshot"):
-                load_snapshot(path, clock())
-            assert tracemalloc.get_traced_memory()[1] < 1 << 20
-        finally:
-            tracemalloc.stop()
+        sparse_file(path, b"SQLite format 3\x00", 10 << 30)  # 10 GiB that are never read
+        refused_in(path, clock, "not an mbserver snapshot", 1 << 20)
 
     def test_a_block_length_past_the_end_allocates_nothing(self, path, clock):
         # A valid header, then a block claiming 4 GiB, in a file of 1 GiB
         # of holes: refused without reading or allocating the claim.
-        with open(path, "wb") as f:
-            f.write(v2_header(clock(), items=1) + struct.pack(">IIII", 1, 0xFFFFFFFF, 0, 0))
-            f.truncate(1 << 30)
-        tracemalloc.start()
-        try:
-            with pytest.raises(SnapshotError, match="bad block"):
-                load_snapshot(path, clock())
-            assert tracemalloc.get_traced_memory()[1] < 4 << 20
-        finally:
-            tracemalloc.stop()
+        head = v2_header(clock(), items=1) + struct.pack(">IIII", 1, 0xFFFFFFFF, 0, 0)
+        sparse_file(path, head, 1 << 30)
+        refused_in(path, clock, "bad block", 4 << 20)
 
     def test_a_version_1_record_length_past_the_end_allocates_nothing(self, path, clock):
-        header = struct.pack(">8sII", MAGIC, 1, int(clock()))
-        with open(path, "wb") as f:
-            f.write(header + struct.pack(">HI", 3, 0xFFFFFFFF) + b"key")
-            f.truncate(1 << 30)
-        tracemalloc.start()
-        try:
-            with pytest.raises(SnapshotError):
-                load_snapshot(path, clock())
-            assert tracemalloc.get_traced_memory()[1] < 4 << 20
-        finally:
-            tracemalloc.stop()
+        head = struct.pack(">8sII", MAGIC, 1, int(clock()))
+        sparse_file(path, head + struct.pack(">HI", 3, 0xFFFFFFFF) + b"key", 1 << 30)
+        refused_in(path, clock, "no trailer", 4 << 20)
 
     def test_a_key_longer_than_memcached_allows_is_corrupt(self, path, clock):
         path.write_bytes(v2_header(clock(), items=1) + v2_block([b"k" * 251], [bytes(20)]))
@@ -622,26 +618,23 @@ class TestSnapshots:
         assert Snapshots(path, fresh, RWLock()).load() == 500
         assert everything(fresh) == everything(store)
 
-    def test_a_refused_snapshot_is_logged_and_the_store_starts_empty(
-        self, store, path, caplog, small_snapshot
+    @pytest.mark.parametrize(
+        "damage, logged",
+        [
+            (lambda data: data[:20] + b"x" + data[21:], "snapshot refused"),  # the header
+            (lambda data: data[:-1], "snapshot damaged"),  # the only block
+        ],
+        ids=["header", "block"],
+    )
+    def test_a_damaged_snapshot_is_logged_and_the_store_starts_empty(
+        self, store, path, caplog, small_snapshot, damage, logged
     ):
-        path.write_bytes(small_snapshot[:20] + b"x" + small_snapshot[21:])  # in the header
+        path.write_bytes(damage(small_snapshot))
         fresh = Store(clock=store.clock)
         assert Snapshots(path, fresh, RWLock()).load() == 0
         assert len(fresh) == 0
         errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-        assert len(errors) == 1 and "snapshot refused" in errors[0].getMessage()
-        assert str(path) in errors[0].getMessage()
-
-    def test_a_damaged_block_is_logged_and_loads_nothing_of_it(
-        self, store, path, caplog, small_snapshot
-    ):
-        path.write_bytes(small_snapshot[:-1])
-        fresh = Store(clock=store.clock)
-        assert Snapshots(path, fresh, RWLock()).load() == 0
-        assert len(fresh) == 0
-        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-        assert len(errors) == 1 and "snapshot damaged" in errors[0].getMessage()
+        assert len(errors) == 1 and logged in errors[0].getMessage()
         assert str(path) in errors[0].getMessage()
 
     def test_a_missing_snapshot_starts_empty(self, store, path):

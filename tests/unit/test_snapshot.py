@@ -14,6 +14,7 @@ import errno
 import gc
 import logging
 import os
+import socket
 import struct
 import tracemalloc
 import zlib
@@ -906,35 +907,45 @@ def snapshot_item(rec: bytes):
 
 class Gate:
     """Holds a forked child's first write until the test opens it: the test acts
-    while the child is writing, whatever the machine's speed."""
+    while the child is writing, whatever the machine's speed. A named pipe,
+    as the child keeps no descriptor of its parent's."""
 
-    def __init__(self, monkeypatch):
-        self.read_end, self.write_end = os.pipe()
+    def __init__(self, monkeypatch, directory):
+        self.fifo = os.path.join(directory, "gate")
+        os.mkfifo(self.fifo)
         parent = os.getpid()
         real = snapshot._write_chunk
 
         def write_chunk(fd, data, offset=None):
             if os.getpid() != parent:
-                os.read(self.read_end, 1)  # the child waits here, once
-                os.close(self.read_end)
                 snapshot._write_chunk = real
+                with open(self.fifo, "rb") as gate:
+                    gate.read(1)  # the child waits here, once
             real(fd, data, offset)
 
         monkeypatch.setattr(snapshot, "_write_chunk", write_chunk)
 
-    def open(self) -> None:
-        os.write(self.write_end, b"x")
+    def reached(self) -> None:
+        """Wait for the child to be waiting at the gate."""
+        with gevent.Timeout(HANG_GUARD):
+            while True:
+                try:  # fails until the child has opened its end
+                    self.fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO:
+                        raise
+                    gevent.sleep(0.001)
 
-    def close(self) -> None:
-        os.close(self.read_end)
-        os.close(self.write_end)
+    def open(self) -> None:
+        self.reached()
+        os.write(self.fd, b"x")
+        os.close(self.fd)
 
 
 @pytest.fixture
-def gate(monkeypatch):
-    gate = Gate(monkeypatch)
-    yield gate
-    gate.close()
+def gate(monkeypatch, tmp_path_factory):
+    return Gate(monkeypatch, tmp_path_factory.mktemp("gate"))  # away from the snapshot
 
 
 def wait_for(condition) -> None:
@@ -951,8 +962,10 @@ class TestForkedSave:
         fill(store, 500)
         lock = RWLock()
         snapshots = Snapshots(path, store, lock)
+        client = socket.socketpair()  # a client's connection, open across the fork
         saving = gevent.spawn(snapshots.save)
-        wait_for(lambda: snapshots._child is not None)  # forked: the child waits at the gate
+        wait_for(lambda: snapshots._child is not None)
+        gate.reached()  # the child is writing, held at its first write
         turns = 0
         while turns < 100:  # this greenlet runs, and the lock is free, while the child writes
             assert lock.free
@@ -960,6 +973,11 @@ class TestForkedSave:
             gevent.sleep(0)
         store.store(SET, b"after the fork", b"v")
         store.delete(b"key:7")
+        # The child keeps none of the server's sockets, so closing one closes it.
+        fds = f"/proc/{snapshots._child}/fd"
+        assert not [n for n in os.listdir(fds) if os.readlink(f"{fds}/{n}").startswith("socket:")]
+        for end in client:
+            end.close()
         gate.open()
         written = saving.get(timeout=HANG_GUARD)
         assert written.count == 500

@@ -46,6 +46,17 @@ With one checksum for the whole file, nothing in it is known intact until
 all of it has been read: a version 1 file is checked whole before any
 record is loaded, and a damaged one loads nothing.
 
+Serving meanwhile. A load reads the header before the server listens and
+the blocks after, one at a time between clients' requests (``Snapshots.load``;
+the store keeps what clients write or delete meanwhile from it). A save
+cannot walk the item table a slice at a time, as a dict cannot be iterated
+across yields while clients change it, and copying its references in one
+step stops every client (0.27 s for the keys alone at 10 million items):
+so a periodic save forks, and the child writes the table as it was at the
+fork; the one pause is the fork itself (the kernel copies the page tables:
+2-4 ms per million items of 100 B here). The final save, with no clients
+left, runs in the server's process.
+
 Atomicity: the file is written under a temporary name in the same directory,
 flushed and fsynced, renamed over the path, and the directory is fsynced. A
 crash or SIGKILL at any moment leaves either the previous snapshot or the

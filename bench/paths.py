@@ -1,6 +1,6 @@
 """CPU per request on each request path, in-process, with no network.
 
-`python bench/paths.py [--requests N] [--repeats R] [--keys K]`
+`python bench/paths.py [--requests N] [--repeats R] [--keys K] [--hot-keys N]`
 
 What lives here: a `Connection` wired to a real `Commands`, `Store` and
 `RWLock`, reading from a scripted socket that hands it the same read over
@@ -12,7 +12,8 @@ by a busy machine) for:
 - text: a lone `get`, a lone `set`, `get` of 100 keys (per key).
 
 With `--keys K` the GETs cycle through K stored keys instead of one, which
-adds the cache misses a large store costs.
+adds the cache misses a large store costs. With `--hot-keys N` the command
+layer tracks hot keys, as the server's `--hot-keys N` does.
 
 What does not: system calls, the gevent hub, other clients. This is the
 Python part of a request only; `bench/run.py` measures the whole server
@@ -99,6 +100,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--requests", type=int, default=40_000, help="reads per repeat (default 40,000)")
     parser.add_argument("--repeats", type=int, default=15, help="repeats; the minimum is reported (default 15)")
     parser.add_argument("--keys", type=int, default=1, help="distinct stored keys the GETs cycle through (default 1)")
+    parser.add_argument("--hot-keys", type=int, default=0, help="track this many hot keys (default 0: off)")
     args = parser.parse_args(argv)
     if args.requests < 1 or args.repeats < 1 or args.keys < 1:
         parser.error("--requests, --repeats and --keys must be at least 1")
@@ -107,8 +109,11 @@ def main(argv: list[str]) -> int:
     for key in keys:
         store.store(Mode.SET, key, VALUE)
     stats = Stats()
-    commands = Commands(store, RWLock(), stats, Settings())
-    print(f"python {sys.version.split()[0]}, {args.keys:,} key(s), min of {args.repeats} x {args.requests:,} reads")
+    commands = Commands(store, RWLock(), stats, Settings(hot_keys=args.hot_keys))
+    print(
+        f"python {sys.version.split()[0]}, {args.keys:,} key(s), hot keys {args.hot_keys or 'off'},"
+        f" min of {args.repeats} x {args.requests:,} reads"
+    )
     for name, reads, per_read in paths(keys):
         count = max(1, args.requests // per_read)
         seconds = measure(commands, stats, reads, count, args.repeats) / per_read

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING, Iterator, NamedTuple, Protocol
 
-from . import statgroups
+from . import hotkeys, statgroups
 from .crawler import LruCrawler, walk
 from .record import Item, memcached_size, unpack
 from .rwlock import RWLock
@@ -40,6 +40,7 @@ from .storage import (
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .snapshot import LoadProgress
     from .stats import Stats
 
 
@@ -268,6 +269,10 @@ class Commands:
     operator commands replace it with their changes (``cache_memlimit``'s
     limit, ``verbosity``'s level). ``admin`` is the server, for those
     commands; without one (a test of the store's commands) they fail.
+    ``warmup``, with ``--snapshot``, is the snapshot load's progress, which
+    the general stats end with. ``hot``, with ``--hot-keys``, counts a
+    sample of the gets and sets (``stats hotkeys``); None costs the GET and
+    SET paths one attribute check each.
     """
 
     def __init__(
@@ -278,6 +283,7 @@ class Commands:
         settings: Settings,
         admin: Admin | None = None,
         logger: Logger | None = None,
+        warmup: LoadProgress | None = None,
     ):
         self.store = store
         self.lock = lock
@@ -288,6 +294,8 @@ class Commands:
         # The read paths' store calls, bound once (see RWLock.reading).
         self._store_get_record = store.get_record
         self._store_get_many = store.get_many
+        self.warmup = warmup
+        self.hot = hotkeys.HotKeys(settings.hot_keys) if settings.hot_keys else None
         self._handlers = {
             "gat": self._gat,
             "touch": self._touch,
@@ -348,6 +356,8 @@ class Commands:
         greenlet runs while one is in progress.
         """
         records = self.lock.reading(self._store_get_many, keys)
+        if self.hot is not None:
+            self.hot.saw_gets(keys)
         stats = self.stats
         count = len(records)
         misses = records.count(None)
@@ -364,6 +374,8 @@ class Commands:
     def get_record(self, key: bytes) -> bytes | None:
         """One key's item record or None: get_many for a lone GET."""
         record = self.lock.reading(self._store_get_record, key)
+        if self.hot is not None:
+            self.hot.saw_get(key)
         stats = self.stats
         stats.cmd_get += 1
         if record is None:
@@ -446,6 +458,8 @@ class Commands:
                 exptime = self.store.expiry(request.exptime, now)
         finally:
             lock.release_write()
+        if self.hot is not None:
+            self.hot.saw_set(request.key)
         # memcached counts cas_* for set/add/replace carrying a CAS (its
         # NREAD_CAS) only, not for append/prepend.
         cas_mode = bool(request.cas) and mode is not _APPEND and mode is not _PREPEND
@@ -578,7 +592,11 @@ class Commands:
     def _stat_group(self, group: str) -> list[tuple[str, str]] | None:
         store, stats, settings = self.store, self.stats, self.settings
         if group == "":
-            return statgroups.general(stats, store, settings, self.crawler)
+            pairs = statgroups.general(stats, store, settings, self.crawler)
+            if self.warmup is not None:
+                # After memcached's fields, whose order tools may rely on.
+                pairs += self.warmup.stat_pairs()
+            return pairs
         if group == "settings":
             return statgroups.settings_group(
                 settings, stats, store, self.crawler, self.detail is not None
@@ -592,6 +610,8 @@ class Commands:
         if group in ("sizes_enable", "sizes_disable"):
             stats.sizes_enabled = group == "sizes_enable"
             return [("sizes_status", "enabled" if stats.sizes_enabled else "disabled")]
+        if group == "hotkeys":
+            return hotkeys.stat_pairs(self.hot)
         if group == "reset":
             stats.reset()
             store.reset_counters()
@@ -760,6 +780,8 @@ class Commands:
                     win_sent=win_sent,
                     binary_key=bool(marks & KEY_BINARY),
                 )
+        if self.hot is not None:
+            self.hot.saw_get(key)
         if not aborted:
             # As memcached: a miss always counts as a GET miss; a hit that
             # reached a T flag counts as a touch.
@@ -831,6 +853,8 @@ class Commands:
                 after = store.lookup(key) if status is OK else None
                 now = store.clock()
                 exptime = store.expiry(request.ttl or 0, now)
+        if self.hot is not None:
+            self.hot.saw_set(key)
         self._count_store(request.refused, cas_mode, status)
         if watched:
             command = b"cas" if cas_mode else mode.value.encode()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from . import MEMCACHED_COMPAT_VERSION, __version__
+from .hotkeys import MAX_HOT_KEYS
 from .tls import TLSFilesError, server_context
 
 MIN_ITEM_SIZE = 1024
@@ -47,6 +48,7 @@ class Settings:
     unix_mask: int = 0o700  # permission bits of the unix socket file
     enable_shutdown: bool = False  # allow the text `shutdown` command (-A)
     prefix_delimiter: str = ":"  # -D: what ends a key's prefix in `stats detail`
+    hot_keys: int = 0  # keys `stats hotkeys` reports; 0 = not tracked
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -98,6 +100,12 @@ def _delimiter(text: str) -> str:
             f"{text!r} is not one printable ASCII character other than a space"
         )
     return text
+
+
+def _hot_keys(text: str) -> int:
+    if not _is_number(text) or int(text) > MAX_HOT_KEYS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to {MAX_HOT_KEYS}")
+    return int(text)
 
 
 def _seconds(text: str) -> float:
@@ -273,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the character that ends a key's prefix in `stats detail` (default :)",
     )
     parser.add_argument(
+        "--hot-keys",
+        metavar="N",
+        type=_hot_keys,
+        default=0,
+        help="track the N most requested keys, from a sample of the gets and sets, "
+        f"for `stats hotkeys` and the metrics (default 0: off; at most {MAX_HOT_KEYS})",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -390,4 +406,5 @@ def parse_args(
         unix_mask=unix_mask,
         enable_shutdown=args.enable_shutdown,
         prefix_delimiter=args.prefix_delimiter,
+        hot_keys=args.hot_keys,
     )

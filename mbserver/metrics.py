@@ -32,6 +32,10 @@ Prometheus reads a counter going down as a reset):
   mbserver_auth_commands_total, mbserver_auth_errors_total
   mbserver_uptime_seconds, mbserver_info{version,memcached_version}
   mbserver_batch_duration_seconds           histogram, one observation per batch
+  mbserver_snapshot_loading, mbserver_snapshot_load_progress,
+  mbserver_snapshot_loaded_items            with --snapshot: the background load
+  mbserver_hot_key_requests{rank,key}       with --hot-keys N: the N hottest keys' estimated
+                                            gets and sets (key escaped as in `stats hotkeys`)
   process_*                                 CPU, memory, descriptors (prometheus_client)
 """
 
@@ -54,9 +58,12 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 
 from . import MEMCACHED_COMPAT_VERSION, __version__
+from .hotkeys import label as hot_key_label
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .hotkeys import HotKeys
+    from .snapshot import LoadProgress
     from .stats import Stats
     from .storage import ItemStore
 
@@ -175,11 +182,15 @@ class StatsCollector:
         store: ItemStore,
         settings: Settings,
         latency: LatencyHistogram | None = None,
+        warmup: LoadProgress | None = None,
+        hot_keys: HotKeys | None = None,
     ):
         self.stats = stats
         self.store = store
         self.settings = settings
         self.latency = latency
+        self.warmup = warmup
+        self.hot_keys = hot_keys
 
     def collect(self) -> Iterator[Metric]:
         stats, store = self.stats, self.store
@@ -271,16 +282,49 @@ class StatsCollector:
         if self.latency is not None:
             yield self.latency.metric()
 
+        warmup = self.warmup
+        if warmup is not None:
+            yield GaugeMetricFamily(
+                "mbserver_snapshot_loading",
+                "1 while the snapshot loads in the background (the cache serves meanwhile).",
+                value=1 if warmup.loading else 0,
+            )
+            yield GaugeMetricFamily(
+                "mbserver_snapshot_load_progress",
+                "Share of the snapshot's records read by the background load (0 to 1).",
+                value=warmup.fraction,
+            )
+            yield GaugeMetricFamily(
+                "mbserver_snapshot_loaded_items",
+                "Items the background load has added to the cache.",
+                value=warmup.loaded_items,
+            )
+
+        if self.hot_keys is not None:
+            # As many series as --hot-keys: the rank keeps them apart even
+            # if two long keys cut to the same label.
+            hot = GaugeMetricFamily(
+                "mbserver_hot_key_requests",
+                "The hottest keys' gets and sets, estimated from a sample (--hot-keys): "
+                "rank 1 is the hottest; the key is escaped as `stats hotkeys` shows it.",
+                labels=("rank", "key"),
+            )
+            for rank, (key, count, *_) in enumerate(self.hot_keys.top(), 1):
+                hot.add_metric((str(rank), hot_key_label(key)), count)
+            yield hot
+
 
 def build_registry(
     stats: Stats,
     store: ItemStore,
     settings: Settings,
     latency: LatencyHistogram | None = None,
+    warmup: LoadProgress | None = None,
+    hot_keys: HotKeys | None = None,
 ) -> CollectorRegistry:
     """A registry of its own, not prometheus_client's global one: our metrics and process_*."""
     registry = CollectorRegistry()
-    registry.register(StatsCollector(stats, store, settings, latency))
+    registry.register(StatsCollector(stats, store, settings, latency, warmup, hot_keys))
     ProcessCollector(registry=registry)
     return registry
 
@@ -304,12 +348,21 @@ class MetricsServer:
 
     ``draining``: set it to True when a graceful stop begins; ``/healthz``
     then answers 503 ``stopping`` so load balancers stop sending clients,
-    while ``/metrics`` keeps serving until ``stop()``.
+    while ``/metrics`` keeps serving until ``stop()``. While ``warmup``
+    says a snapshot is loading, ``/healthz`` answers 200 (the cache serves,
+    with misses for what has not loaded yet) with a body that says how far
+    the load has come.
     """
 
-    def __init__(self, registry: CollectorRegistry, latency: LatencyHistogram):
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        latency: LatencyHistogram,
+        warmup: LoadProgress | None = None,
+    ):
         self.registry = registry
         self.latency = latency
+        self.warmup = warmup
         self.draining = False
         self._metrics_app = make_wsgi_app(registry)
         self._http: WSGIServer | None = None
@@ -340,6 +393,9 @@ class MetricsServer:
                 )
             if self.draining:
                 return _plain(environ, start_response, "503 Service Unavailable", b"stopping\n")
+            if self.warmup is not None and self.warmup.loading:
+                body = f"ok, {self.warmup.describe()}\n".encode()
+                return _plain(environ, start_response, "200 OK", body)
             return _plain(environ, start_response, "200 OK", b"ok\n")
         body = b"not found: try /metrics or /healthz\n"
         return _plain(environ, start_response, "404 Not Found", body)
@@ -377,16 +433,21 @@ def start_metrics(
     settings: Settings,
     *,
     latency: LatencyHistogram | None = None,
+    warmup: LoadProgress | None = None,
+    hot_keys: HotKeys | None = None,
 ) -> MetricsServer:
     """Serve /metrics and /healthz on host:port from this process's gevent hub.
 
     Binds before returning (raises OSError, e.g. EADDRINUSE, if it cannot);
     port 0 picks a free port (see ``handle.port``). Pass ``latency`` to
     export a histogram made beforehand; otherwise one is made, as
-    ``handle.latency``. Requests are logged at debug level.
+    ``handle.latency``. ``warmup``: a snapshot load's progress, for
+    /healthz and the mbserver_snapshot_* metrics; ``hot_keys``: the
+    --hot-keys sketch. Requests are logged at debug level.
     """
     latency = latency if latency is not None else LatencyHistogram()
-    handle = MetricsServer(build_registry(stats, store, settings, latency), latency)
+    registry = build_registry(stats, store, settings, latency, warmup, hot_keys)
+    handle = MetricsServer(registry, latency, warmup)
     http = _HTTPServer(
         (host, port),
         handle.app,

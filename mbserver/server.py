@@ -72,7 +72,17 @@ class Server:
         self.store = Store(settings.memory_limit, settings.max_item_size, clock)
         self.lock = RWLock()
         self.stats = Stats(clock)
-        self.commands = Commands(self.store, self.lock, self.stats, settings, admin=self)
+        self.snapshots = (
+            Snapshots(settings.snapshot, self.store, self.lock) if settings.snapshot else None
+        )
+        self.commands = Commands(
+            self.store,
+            self.lock,
+            self.stats,
+            settings,
+            admin=self,
+            warmup=self.snapshots.progress if self.snapshots else None,
+        )
         self.auth = Authenticator(settings.credentials) if settings.credentials else None
         # Swapped whole by refresh_certs and SIGHUP: each connection keeps
         # the context it was accepted with, new ones get the new one.
@@ -82,9 +92,6 @@ class Server:
         self._stopped = gevent.event.Event()
         self._stopping = False
         self._resizing = Semaphore()  # one cache_memlimit at a time
-        self.snapshots = (
-            Snapshots(settings.snapshot, self.store, self.lock) if settings.snapshot else None
-        )
         self.metrics = None  # the metrics HTTP server's handle, with --metrics-port
         self._observe_batch = None
         self.pool = Pool(settings.max_connections + REJECT_SLOTS)
@@ -117,7 +124,6 @@ class Server:
         """
         settings = self.settings
         try:
-            # Bind first: a busy port fails before a long snapshot load.
             if self.listener is not None:
                 self.binding = format_address(settings.host, settings.port)
                 self.listener.init_socket()
@@ -125,7 +131,9 @@ class Server:
                 self.binding = f"unix:{settings.unix_socket}"
                 self._bind_unix()
             if self.snapshots is not None:
-                self.snapshots.load()  # before accepting: clients see the whole warm cache
+                # Only its header, before the first client: the load itself
+                # runs behind the open port (start_loading, below).
+                self.snapshots.open()
             for listener in self._listeners():
                 listener.start()
             # `stats conns` lists the listening sockets first, as memcached.
@@ -150,8 +158,10 @@ class Server:
             ", SASL PLAIN required" if self.auth else "",
             ", TLS" if self.tls else "",
         )
-        if self.snapshots is not None and settings.snapshot_interval:
-            self.snapshots.start_periodic(settings.snapshot_interval)
+        if self.snapshots is not None:
+            self.snapshots.start_loading()
+            if settings.snapshot_interval:
+                self.snapshots.start_periodic(settings.snapshot_interval)
 
     def _bind_unix(self) -> None:
         settings = self.settings
@@ -174,7 +184,13 @@ class Server:
         from .metrics import start_metrics
 
         self.metrics = start_metrics(
-            host, self.settings.metrics_port, self.stats, self.store, self.settings
+            host,
+            self.settings.metrics_port,
+            self.stats,
+            self.store,
+            self.settings,
+            warmup=self.commands.warmup,
+            hot_keys=self.commands.hot,
         )
         self._observe_batch = self.metrics.latency.observe
         log.info("metrics on http://%s/metrics", format_address(host, self.metrics.port))
@@ -236,10 +252,12 @@ class Server:
             self.pool.kill(timeout=1)
         if self.snapshots is not None:
             # Written after the last client is done, so it holds every write
-            # they were answered for. A second signal during it leaves the
-            # previous snapshot in place (the write is atomic).
+            # they were answered for (and after a load still running has
+            # ended, so it holds the whole previous snapshot too). A second
+            # signal during it leaves the previous snapshot in place (the
+            # write is atomic).
             self.snapshots.stop_periodic()
-            self.snapshots.save()
+            self.snapshots.save(final=True)
         if self.metrics is not None:
             self.metrics.stop()
         log.info("stopped")

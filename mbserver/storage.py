@@ -195,8 +195,27 @@ class ItemStore(Protocol):
         items per call toward it; True once the items fit."""
 
     # snapshots (mbserver/snapshot.py)
+    last_cas: int  # the CAS of the latest write: no item's is larger
+
+    def fits(self, size: int) -> bool:
+        """Whether an item whose key and value add up to ``size`` bytes may be stored."""
+
     def records(self) -> tuple[list[bytes], list[bytes]]:
         """Every key and its record, least recently used first (a read hold)."""
 
-    def restore(self, pairs: Iterable[tuple[bytes, bytes]]) -> int:
-        """Add (key, record) pairs at the young end (a write hold); how many were taken."""
+    def begin_load(self, max_cas: int) -> None:
+        """A background load begins (a write hold): from now on the keys clients
+        write or delete are kept from it, and CAS values continue above ``max_cas``."""
+
+    def load(self, items: list[bytes], size: int | None = None) -> int:
+        """Add a slice of the load (key, record, key, record...; ``size`` their
+        lengths added up, if known) at the young end, leaving out the keys
+        clients wrote or deleted (a write hold); how many were added, -1 once
+        a flush has ended the load."""
+
+    def end_load(self) -> None:
+        """The background load is over (a write hold)."""
+
+    def account_loaded(self) -> bool:
+        """Count one slice of the loaded items in their size classes (a write
+        hold); whether any are left."""

@@ -14,6 +14,7 @@ import os
 import random
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,9 +31,9 @@ T0 = 1_700_000_000
 WAIT = 30.0  # seconds any one step may take before the test fails
 
 # The writer: N items of 1 KiB over ARGV path, cooperative or not. With
-# PAUSE it prints "HALF" when half the items are encoded and waits there to
-# be killed; with LOOP it writes snapshots of alternating contents forever,
-# printing "WROTE <count>" after each.
+# PAUSE it prints "HALF" when it asks for the second half of the records
+# and waits there to be killed; with LOOP it writes snapshots of
+# alternating contents forever, printing "WROTE <count>" after each.
 WRITER = """
 import sys, time
 from mbserver.snapshot import write_snapshot
@@ -40,29 +41,39 @@ from mbserver.record import pack as record
 path, count, mode, cooperative = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
 value = b"v" * 1024
 
-def pairs(n):
-    for i in range(n):
-        if mode == "pause" and i == n // 2:
+class Records:
+    # The records, made as the writer takes them a block at a time.
+    def __init__(self, n):
+        self.n = n
+    def __len__(self):
+        return self.n
+    def __getitem__(self, part):
+        if mode == "pause" and part.start >= self.n // 2:
             print("HALF", flush=True)
             time.sleep(60)
-        yield b"new:%d" % i, record(value, i, 0, i + 1, 0)
+        return [record(value, i, 0, i + 1, 0) for i in range(*part.indices(self.n))]
+
+def write(n):
+    keys = [b"new:%d" % i for i in range(n)]
+    write_snapshot(path, keys, Records(n), 1_700_000_000, cooperative=cooperative)
 
 if mode == "pause":
-    write_snapshot(path, pairs(count), 1_700_000_000, cooperative=cooperative)
+    write(count)
     print("DONE", flush=True)
 else:
     print("READY", flush=True)
     n = count
     while True:
-        write_snapshot(path, pairs(n), 1_700_000_000, cooperative=cooperative)
+        write(n)
         print("WROTE", n, flush=True)
         n = count + 1 if n == count else count
 """
 
 
 def write_previous(path: Path, count: int = 100) -> bytes:
-    pairs = [(b"old:%d" % i, record(b"old value %d" % i, i, 0, i + 1, T0)) for i in range(count)]
-    write_snapshot(path, pairs, T0)
+    keys = [b"old:%d" % i for i in range(count)]
+    records = [record(b"old value %d" % i, i, 0, i + 1, T0) for i in range(count)]
+    write_snapshot(path, keys, records, T0)
     return path.read_bytes()
 
 
@@ -118,7 +129,7 @@ def test_sigkill_mid_write_leaves_the_previous_snapshot(tmp_path, cooperative):
 
     # The dead writer's temporary file goes with the next write.
     assert len(temp_files(path)) == 1
-    write_snapshot(path, [(b"k", record(b"v", 0, 0, 1, T0))], T0)
+    write_snapshot(path, [b"k"], [record(b"v", 0, 0, 1, T0)], T0)
     assert temp_files(path) == []
     assert load_snapshot(path, T0).count == 1
 
@@ -184,8 +195,7 @@ def test_a_restart_keeps_100k_items_with_their_flags_and_ttls(start_server, tmp_
 
     time.sleep(max(0.0, stored_at + 2.1 - time.time()))  # the 1 s TTLs are over
     server = start_server("--snapshot", str(path), "-m", "256")
-    # The port is bound (and accepts into the backlog) before the load
-    # finishes: the log says when it has.
+    # The port answers while the load runs: the log says when it has ended.
     deadline = time.monotonic() + 30
     while "loaded 66667 items" not in server.output():
         assert time.monotonic() < deadline, server.output()
@@ -238,3 +248,54 @@ def test_snapshot_interval_writes_while_serving(start_server, tmp_path):
             time.sleep(0.1)
         assert pairs[b"periodic"].endswith(b"saved")
         assert conn.request(P.get(b"periodic")).value == b"saved"
+
+
+def test_a_million_items_load_behind_an_open_port(launcher, tmp_path):
+    """The server answers within a second of starting, whatever the snapshot's
+    size; what clients write and delete meanwhile wins over the file."""
+    from .textwire import parse_stats, read_reply
+
+    path = tmp_path / "cache.snapshot"
+    count = 1_000_000
+    keys = [b"warm:%07d" % i for i in range(count)]
+    values = [record(b"value %d" % i, i, 0, i + 1, T0) for i in range(100)]
+    write_snapshot(path, keys, [values[i % 100] for i in range(count)], time.time())
+    del keys
+
+    started = time.monotonic()
+    server = launcher.start("--snapshot", str(path), "-m", "1024")
+    with socket.create_connection((server.host, server.port), timeout=WAIT) as sock:
+        # The last keys in the file load last: these land before their slice.
+        sock.sendall(
+            b"set warm:0999999 0 0 6\r\nclient\r\n"
+            b"delete warm:0999998\r\n"
+            b"get warm:0000000\r\n"
+        )
+        replies = read_reply(sock, b"END\r\n")
+        answered = time.monotonic() - started
+        sock.sendall(b"stats\r\n")
+        stats = parse_stats(read_reply(sock, b"END\r\n"))
+    assert answered < 1.0, f"first reply {answered:.2f} s after start"
+    assert replies.startswith(b"STORED\r\nNOT_FOUND\r\n"), replies
+    # A key not loaded yet is a miss, or a hit once its slice has arrived.
+    assert replies.endswith(b"\r\nEND\r\n")
+    assert stats["snapshot_loading"] == "1", "the load ended before the first request"
+    assert stats["snapshot_file_items"] == str(count)
+
+    deadline = time.monotonic() + WAIT
+    while stats["snapshot_loading"] == "1":
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)
+        with socket.create_connection((server.host, server.port), timeout=WAIT) as sock:
+            sock.sendall(b"stats\r\n")
+            stats = parse_stats(read_reply(sock, b"END\r\n"))
+    assert stats["snapshot_load_progress"] == "1.0000"
+    assert stats["snapshot_loaded_items"] == str(count - 2)
+    assert stats["curr_items"] == str(count - 1)
+    with socket.create_connection((server.host, server.port), timeout=WAIT) as sock:
+        sock.sendall(b"get warm:0999999 warm:0999998 warm:0500042\r\n")
+        got = read_reply(sock, b"END\r\n")
+    assert got == (
+        b"VALUE warm:0999999 0 6\r\nclient\r\n"
+        b"VALUE warm:0500042 42 8\r\nvalue 42\r\nEND\r\n"
+    )

@@ -10,9 +10,18 @@ import os
 
 import pytest
 
-from mbserver.commands import Commands, FlushRequest, Request, Result, StatsRequest
+from mbserver.commands import (
+    Commands,
+    FlushRequest,
+    MetaRequest,
+    Request,
+    Result,
+    StatsRequest,
+)
 from mbserver.config import Settings
+from mbserver.hotkeys import HotKeys
 from mbserver.rwlock import RWLock
+from mbserver.snapshot import LoadProgress
 from mbserver.stats import COUNTERS, ConnectionInfo, Stats
 from mbserver.record import MEMCACHED_ITEM_HEADER, unpack
 from mbserver.store import (
@@ -361,6 +370,47 @@ class TestStatGroups:
         assert general["evictions"] == "0"
         for name in COUNTERS:
             assert general[name] == str(getattr(h.stats, name))
+
+    def test_general_ends_with_the_snapshot_load_when_there_is_one(self, h, clock):
+        memcached_order = [name for name, _ in h.run("stats").stats]
+        progress = LoadProgress()
+        progress.loading, progress.file_items, progress.read_items = True, 1000, 250
+        progress.loaded_items = 240
+        commands = Commands(h.store, h.lock, h.stats, h.settings, warmup=progress)
+        pairs = commands.execute(StatsRequest()).stats
+        assert [name for name, _ in pairs[: len(memcached_order)]] == memcached_order
+        assert pairs[len(memcached_order) :] == [
+            ("snapshot_loading", "1"),
+            ("snapshot_load_progress", "0.2500"),
+            ("snapshot_loaded_items", "240"),
+            ("snapshot_file_items", "1000"),
+        ]
+        assert not any(name.startswith("snapshot_") for name in memcached_order)
+
+    def test_hotkeys_when_off(self, h):
+        assert h.commands.hot is None  # the GET and SET paths' one check
+        assert h.stat_group(b"hotkeys") == {"hotkeys:capacity": "0"}
+
+    def test_hotkeys_counts_gets_and_sets_from_every_path(self, clock):
+        h = Harness(clock, settings=Settings(hot_keys=2))
+        assert isinstance(h.commands.hot, HotKeys) and h.commands.hot.capacity == 2
+        h.commands.hot = HotKeys(2, rate=1)  # every request counted, for exact figures
+        for _ in range(3):
+            h.run("set", b"hot", value=b"v")  # _store
+            h.run("get", b"hot")  # get_record, the lone GET
+        h.commands.get_many([b"hot", b"warm", b"hot"])  # a multi-get
+        h.commands.execute(MetaRequest("ms", b"warm", b"v", mode="set"))
+        h.commands.execute(MetaRequest("mg", b"warm", order="v"))
+        group = h.stat_group(b"hotkeys")
+        assert {k: v for k, v in group.items() if k.startswith("hotkey:1:")} == {
+            "hotkey:1:key": "hot",
+            "hotkey:1:estimate": "8",
+            "hotkey:1:gets": "5",
+            "hotkey:1:sets": "3",
+            "hotkey:1:percent": "72.73",
+        }
+        assert (group["hotkey:2:key"], group["hotkey:2:estimate"]) == ("warm", "3")
+        assert group["hotkeys:requests"] == "11"
 
     def test_general_shows_connections(self, h):
         h.stats.curr_connections = 3

@@ -159,6 +159,11 @@ class TestParseArgs:
     def test_verbosity_counts(self):
         assert parse_args(["127.0.0.1:1", "-vvv"]).verbosity == 3
 
+    def test_hot_keys(self):
+        assert parse_args(["127.0.0.1:1"]).hot_keys == 0  # off by default
+        assert parse_args(["127.0.0.1:1", "--hot-keys", "20"]).hot_keys == 20
+        assert parse_args(["127.0.0.1:1"], {"MBSERVER_HOT_KEYS": "5"}).hot_keys == 5
+
     def test_settings_are_frozen(self):
         settings = parse_args(["127.0.0.1:1"])
         with pytest.raises(dataclasses.FrozenInstanceError):
@@ -218,6 +223,10 @@ class TestUsageErrors:
     def test_default_item_size_with_a_tiny_memory_limit(self, capsys):
         # -m 1 leaves room for items of at most 512 KiB: the 1 MiB default is too big.
         assert "half" in usage_error(capsys, ["127.0.0.1:1", "-m", "1"])
+
+    @pytest.mark.parametrize("value", ["-1", "1001", "many", "2.5"])
+    def test_bad_hot_keys(self, capsys, value):
+        assert "--hot-keys" in usage_error(capsys, ["127.0.0.1:1", "--hot-keys", value])
 
     def test_unknown_option(self, capsys):
         assert "unrecognized" in usage_error(capsys, ["127.0.0.1:1", "--frobnicate"])

@@ -21,6 +21,8 @@ from mbserver.metrics import (
     MetricsServer,
     build_registry,
 )
+from mbserver.hotkeys import HotKeys
+from mbserver.snapshot import LoadProgress
 from mbserver.stats import COUNTERS, Stats
 from mbserver.store import ITEM_OVERHEAD, Mode, Store
 from ..items import get_item
@@ -310,6 +312,54 @@ def test_healthz_is_ok_until_draining(handle):
     handle.draining = True
     status, _, body = call(handle.app, "/healthz")
     assert (status, body) == ("503 Service Unavailable", b"stopping\n")
+
+
+def test_healthz_says_warming_and_stays_ok_while_a_snapshot_loads(stats, store, settings):
+    progress = LoadProgress()
+    latency = LatencyHistogram()
+    handle = MetricsServer(
+        build_registry(stats, store, settings, latency, progress), latency, progress
+    )
+    progress.loading, progress.file_items, progress.read_items = True, 1000, 420
+    progress.loaded_items = 400
+    status, _, body = call(handle.app, "/healthz")
+    assert (status, body) == (
+        "200 OK",
+        b"ok, warming: 42% of the snapshot read, 400 of 1000 items loaded\n",
+    )
+    samples = scrape(handle.registry)
+    assert samples[("mbserver_snapshot_loading", ())] == 1
+    assert samples[("mbserver_snapshot_load_progress", ())] == 0.42
+    assert samples[("mbserver_snapshot_loaded_items", ())] == 400
+    progress.loading, progress.read_items, progress.loaded_items = False, 1000, 990
+    assert call(handle.app, "/healthz")[2] == b"ok\n"
+    samples = scrape(handle.registry)
+    assert samples[("mbserver_snapshot_loading", ())] == 0
+    assert samples[("mbserver_snapshot_load_progress", ())] == 1.0
+
+
+def test_the_hottest_keys_with_their_rank_and_escaped_key(stats, store, settings):
+    hot = HotKeys(2, rate=1)
+    for key, times in ((b"user:1", 5), (b"a key\n", 3), (b"cold", 1)):
+        for _ in range(times):
+            hot.saw_get(key)
+    samples = scrape(build_registry(stats, store, settings, hot_keys=hot))
+    hottest = {
+        labels: value for (name, labels), value in samples.items()
+        if name == "mbserver_hot_key_requests"
+    }
+    assert hottest == {
+        (("key", "user:1"), ("rank", "1")): 5.0,
+        (("key", "a%20key%0A"), ("rank", "2")): 3.0,
+    }
+
+
+def test_no_hot_key_or_snapshot_metrics_when_off(handle):
+    assert not any(name.startswith("mbserver_hot_key") for name in families(handle.registry))
+
+
+def test_no_snapshot_metrics_without_a_snapshot(handle):
+    assert not any(name.startswith("mbserver_snapshot") for name in families(handle.registry))
 
 
 def test_healthz_head_has_no_body(handle):

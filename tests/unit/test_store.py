@@ -12,7 +12,7 @@ import tracemalloc
 
 import pytest
 
-from mbserver.record import MEMCACHED_ITEM_HEADER
+from mbserver.record import MEMCACHED_ITEM_HEADER, pack
 from mbserver.store import (
     EXISTS,
     LRU_BUMP_INTERVAL,
@@ -870,3 +870,132 @@ class TestGetRecord:
         store.flush(5)
         clock.advance(5)
         assert store.get_record(b"k") is None
+
+
+# -- a background load (Store.begin_load / load / end_load) -------------------
+
+
+def snapshot_items(pairs: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """A slice of a snapshot as the loader hands it over: key, record, key, record..."""
+    return [x for pair in pairs for x in pair]
+
+
+def file_record(value: bytes, cas: int, exptime: int = 0) -> bytes:
+    return pack(value, 0, exptime, cas, 0)
+
+
+class TestBackgroundLoad:
+    def test_slices_go_to_the_young_end_in_their_order(self, store):
+        store.begin_load(0)
+        store.store(SET, b"client", b"v")
+        first = [(b"a", file_record(b"1", 5)), (b"b", file_record(b"2", 6))]
+        assert store.load(snapshot_items(first)) == 2
+        assert store.load(snapshot_items([(b"c", file_record(b"3", 7))])) == 1
+        store.end_load()
+        assert lru_keys(store) == [b"client", b"a", b"b", b"c"]
+        assert store.bytes == sum(
+            item_size(k, v) for k, v in ((b"client", b"v"), (b"a", b"1"), (b"b", b"2"), (b"c", b"3"))
+        )
+
+    def test_a_key_written_during_the_load_keeps_the_clients_value(self, store):
+        store.begin_load(0)
+        store.store(SET, b"k", b"client")
+        assert store.load(snapshot_items([(b"k", file_record(b"file", 3))])) == 0
+        assert value_of(store, b"k") == b"client"
+
+    def test_a_key_written_then_evicted_during_the_load_does_not_come_back_older(self, clock):
+        store = Store(limit_bytes=10 * item_size(b"k0", b"x" * 100), clock=clock)
+        store.begin_load(0)
+        store.store(SET, b"k0", b"x" * 100)
+        for i in range(1, 30):  # k0 is evicted
+            store.store(SET, b"k%d" % i, b"x" * 100)
+        assert value_of(store, b"k0") is None
+        store.load(snapshot_items([(b"k0", file_record(b"old", 3))]))
+        assert value_of(store, b"k0") is None
+
+    @pytest.mark.parametrize(
+        "action",
+        [
+            lambda s: s.delete(b"k"),  # a miss: the key has not loaded yet
+            lambda s: s.store(SET, b"k", b"x" * (2 << 20)),  # a failed set drops the old value
+            lambda s: s.refuse(SET, b"k"),  # a value too large to read: the same
+            lambda s: s.invalidate(b"k"),  # md I on a key not loaded yet: a miss
+        ],
+        ids=["delete", "failed set", "refused set", "invalidate"],
+    )
+    def test_a_key_a_client_removed_during_the_load_stays_removed(self, store, action):
+        store.begin_load(0)
+        action(store)
+        assert store.load(snapshot_items([(b"k", file_record(b"file", 3))])) == 0
+        assert value_of(store, b"k") is None
+
+    def test_a_delete_of_a_loaded_key_sticks(self, store):
+        store.begin_load(0)
+        store.load(snapshot_items([(b"k", file_record(b"file", 3))]))
+        assert store.delete(b"k") is OK
+        store.end_load()
+        assert value_of(store, b"k") is None
+
+    def test_reads_and_failed_writes_claim_nothing(self, store):
+        store.begin_load(0)
+        assert value_of(store, b"k") is None  # a miss: not loaded yet
+        assert store.store(REPLACE, b"k", b"v") == (NOT_STORED, 0)
+        assert store.store(SET, b"k", b"v", cas=99)[0] is NOT_FOUND
+        assert store.touch(b"k", 10) is None
+        assert store.load(snapshot_items([(b"k", file_record(b"file", 3))])) == 1
+        assert value_of(store, b"k") == b"file"  # found once its slice arrived
+
+    def test_cas_values_continue_above_the_snapshots(self, store):
+        store.begin_load(1000)
+        assert store.store(SET, b"new", b"v")[1] == 1001
+        assert store.last_cas == 1001
+
+    def test_a_flush_ends_the_load(self, store):
+        store.begin_load(0)
+        store.load(snapshot_items([(b"a", file_record(b"1", 1))]))
+        store.flush()
+        assert store.load(snapshot_items([(b"b", file_record(b"2", 2))])) == -1
+        assert len(store) == 0 and store.bytes == 0
+
+    def test_a_delayed_flush_ends_the_load_when_it_falls_due(self, store, clock):
+        store.begin_load(0)
+        store.load(snapshot_items([(b"a", file_record(b"1", 1))]))
+        store.flush(10)
+        assert store.load(snapshot_items([(b"b", file_record(b"2", 2))])) == 1
+        clock.advance(10)
+        assert store.load(snapshot_items([(b"c", file_record(b"3", 3))])) == -1
+        assert len(store) == 0
+
+    def test_past_the_memory_limit_the_oldest_are_evicted(self, clock):
+        one = item_size(b"k00", b"x" * 100)
+        store = Store(limit_bytes=10 * one, clock=clock)
+        store.begin_load(0)
+        pairs = [(b"k%02d" % i, file_record(b"x" * 100, i + 1)) for i in range(20)]
+        store.load(snapshot_items(pairs))
+        assert store.bytes <= 10 * one
+        assert lru_keys(store)[-1] == b"k19" and b"k00" not in lru_keys(store)
+        assert store.evictions > 0
+
+    def test_nothing_is_remembered_once_the_load_is_over(self, store):
+        store.begin_load(0)
+        store.store(SET, b"a", b"v")
+        store.end_load()
+        assert store._claims is None  # the write paths' one check is off again
+        store.store(SET, b"b", b"v")
+        store.delete(b"c")
+        assert store._claims is None
+
+    def test_a_key_twice_in_a_snapshot_keeps_the_later_copy(self, store):
+        store.begin_load(0)
+        store.load(snapshot_items([(b"k", file_record(b"first", 1))]))
+        assert store.load(snapshot_items([(b"k", file_record(b"second", 2))])) == 0
+        assert value_of(store, b"k") == b"second"
+        assert len(store) == 1
+
+    def test_fits_is_the_size_rule_of_a_store(self, clock):
+        store = Store(limit_bytes=1 << 20, max_item_size=1024, clock=clock)
+        assert store.fits(1024 - MEMCACHED_ITEM_HEADER)
+        assert not store.fits(1024 - MEMCACHED_ITEM_HEADER + 1)
+        fits = 1024 - MEMCACHED_ITEM_HEADER - 1  # with a 1-byte key
+        assert store.store(SET, b"k", b"x" * fits)[0] is OK
+        assert store.store(SET, b"k", b"x" * (fits + 1))[0] is TOO_LARGE

@@ -275,11 +275,8 @@ def test_eof_while_parked_ends_the_connection(server, pair, wire):
 
 
 def test_a_partial_request_is_waited_for_and_shown_as_nread(server, pair, wire):
-    client, raw = pair()
     with gevent.Timeout(HANG_GUARD):
-        task, made = serve(server, raw)
-        client.sendall(wire.request(0x0A))
-        read_exactly(client, 24)
+        client, task, made = parked(server, pair, wire)
         packet = wire.request(0x01, b"k", wire.storage_extras(), b"v" * 1000, opaque=7)
         client.sendall(packet[:500])
         gevent.sleep(0.02)
@@ -293,11 +290,8 @@ def test_a_partial_request_is_waited_for_and_shown_as_nread(server, pair, wire):
 
 
 def test_a_stopping_connection_answers_in_the_greenlet_then_closes(server, pair, wire):
-    client, raw = pair()
     with gevent.Timeout(HANG_GUARD):
-        task, made = serve(server, raw)
-        client.sendall(wire.request(0x0A))
-        read_exactly(client, 24)
+        client, task, made = parked(server, pair, wire)
         packet = wire.request(0x00, b"k", opaque=5)
         client.sendall(packet[:10])  # a request in progress: not idle
         gevent.sleep(0.02)

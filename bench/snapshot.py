@@ -14,7 +14,8 @@ seconds both a store and its forked writer hold their copies), then:
   no clients left): seconds and MiB/s;
 - a **background load** (`Snapshots.load()` into an empty store, as the
   server runs it behind its open port), alone and beside each probe:
-  items/s and the probe's worst stall;
+  items/s and the probe's worst stall; and the count of the loaded items
+  in their size classes that follows it (`Snapshots.count_loaded()`), alone;
 - with a real server (`python -m mbserver --snapshot FILE`, unless
   `--skip-server`): the time from starting the process to its first
   answer, how long until the load ends (`stats`' snapshot_loading), the
@@ -319,13 +320,19 @@ def main(argv: list[str]) -> None:
         gc.collect()
         loads = []
 
-        def load() -> None:
+        def load() -> Snapshots:
             fresh = Store(limit_bytes=limit)
-            loads.append(Snapshots(path, fresh, RWLock()).load())
+            snapshots = Snapshots(path, fresh, RWLock())
+            loads.append(snapshots.load())
+            return snapshots
 
         started = time.perf_counter()
-        load()
+        loaded = load()
         load_alone = time.perf_counter() - started
+        started = time.perf_counter()
+        loaded.count_loaded()
+        count_alone = time.perf_counter() - started
+        del loaded
         gc.collect()
         # The probe reads its own (empty) store: what it measures is the hub.
         probe_store = Store()
@@ -356,6 +363,8 @@ def main(argv: list[str]) -> None:
             ("beside the socket client", rtt_load_seconds),
         ):
             print(f"| background load (Snapshots.load), {label} | {seconds:.2f} | {args.items / seconds / 1e6:.2f} M items/s |")
+        print(f"| then counting them in their size classes (count_loaded), alone | {count_alone:.2f} "
+              f"| {args.items / count_alone / 1e6:.2f} M items/s |")
         if server is not None:
             print(f"| server: from start to its first answer | {server['first_answer']:.2f} | |")
             print(f"| server: from start to the end of the load | {server['loaded']:.2f} | {args.items / server['loaded'] / 1e6:.2f} M items/s |")

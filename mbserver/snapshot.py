@@ -844,12 +844,12 @@ class Snapshots:
         return True
 
     def start_loading(self) -> None:
-        """Run ``load`` in a greenlet (after ``open``, once serving)."""
+        """Run ``load``, then ``count_loaded``, in a greenlet (after ``open``, once serving)."""
         if self._file is not None and self._loader is None:
-            self._loader = gevent.spawn(self.load)
+            self._loader = gevent.spawn(self._load_and_count)
 
     def finish_loading(self) -> None:
-        """Wait for a background load to end."""
+        """Wait for a background load (and its count) to end."""
         if self._loader is not None:
             self._loader.join()
 
@@ -919,28 +919,39 @@ class Snapshots:
             with self.lock.write():
                 store.end_load()
             progress.loading = False
-        loaded_at = time.perf_counter()
-        # Then the per-class figures (Store.account_loaded), a slice at a time.
-        while True:
-            with self.lock.write():
-                more = store.account_loaded()
-            if not more:
-                break
-            _pause()
         log.info(
             "loaded %d items from %s in %.2f s%s (%d had expired, %d did not fit -m or -I, "
-            "%d were written or deleted by clients first; counted in their size classes "
-            "%.2f s later)",
+            "%d were written or deleted by clients first)",
             loaded,
             self.path,
-            loaded_at - started,
+            time.perf_counter() - started,
             "; a flush_all ended the load" if flushed else "",
             expired_count,
             refused + trimmed,
             progress.read_items - loaded - expired_count - refused - trimmed,
-            time.perf_counter() - loaded_at,
         )
         return loaded
+
+    def count_loaded(self) -> None:
+        """Count the loaded items in their size classes (``Store.account_loaded``),
+        a slice per hold of the lock, pausing between as the load does.
+
+        The load leaves it for after its last block, so that it delays no
+        item: about 0.7 us an item, 7 s for 10 million here.
+        """
+        started = time.perf_counter()
+        while True:
+            with self.lock.write():
+                more = self.store.account_loaded()
+            if not more:
+                break
+            _pause()
+        log.info("counted the loaded items in their size classes in %.2f s",
+                 time.perf_counter() - started)
+
+    def _load_and_count(self) -> None:
+        self.load()
+        self.count_loaded()
 
     # -- saving
 

@@ -75,7 +75,9 @@ def save(store: Store, path, **kwargs) -> snapshot.Written:
 def load_into(path, clock, **store_kwargs) -> Store:
     """A new store, loaded from the snapshot as the server loads it."""
     store = Store(clock=clock, **store_kwargs)
-    Snapshots(path, store, RWLock()).load()
+    snapshots = Snapshots(path, store, RWLock())
+    snapshots.load()
+    snapshots.count_loaded()
     return store
 
 
@@ -679,6 +681,22 @@ class TestSnapshots:
                 assert not gc.isenabled()
             assert not gc.isenabled()
         assert gc.isenabled()
+
+
+def test_loaded_items_are_counted_in_their_size_classes_after_the_load(clock, path):
+    store = Store(clock=clock)
+    fill(store, 3000)
+    save(store, path)
+    fresh = Store(clock=clock)
+    snapshots = Snapshots(path, fresh, RWLock())
+    assert snapshots.load() == 3000
+    assert fresh.class_usage() == {}  # not counted yet: the load only adds
+    fresh.delete(b"key:0")  # a client's delete before its item is counted
+    fresh.store(SET, b"key:1", b"new")  # and a replacement
+    snapshots.count_loaded()
+    store.delete(b"key:0")
+    store.store(SET, b"key:1", b"new")
+    assert fresh.class_usage() == store.class_usage() != {}
 
 
 def test_item_size_limit_matches_the_store(clock, path):

@@ -937,7 +937,7 @@ class Snapshots:
         a slice per hold of the lock, pausing between as the load does.
 
         The load leaves it for after its last block, so that it delays no
-        item: about 0.7 us an item, 7 s for 10 million here.
+        item: 0.4-0.7 us an item, 4.4 s for 10 million here.
         """
         started = time.perf_counter()
         while True:

@@ -1041,7 +1041,7 @@ class Store:
 
         ``load`` adds items with C loops only, about 0.85 us an item in all
         here; counting each in its class (``stats items``, ``stats slabs``)
-        is a Python loop of about 0.7 us more, so the loader runs this after
+        is a Python loop of 0.4-0.7 us more, so the loader runs this after
         its last block, a slice per write hold, where it delays no item.
         Until then a class's figures leave those items out, and an item
         removed before it was counted leaves its bucket below zero, which

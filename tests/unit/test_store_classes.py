@@ -120,7 +120,7 @@ def test_replacing_moves_an_item_between_classes(clock):
     assert store.class_usage() == recount(store)
 
 
-def test_flush_and_restore_keep_the_accounting(clock):
+def test_flush_and_a_load_keep_the_accounting(clock):
     store = Store(clock=clock)
     for i in range(10):
         store.store(SET, b"k%d" % i, b"v" * i * 100, flags=i % 2)

@@ -110,8 +110,9 @@ class Connection:
         self.close_reason = CLOSE_NORMAL
         self._logger = commands.logger
         self._watch_waiting = self._watch_woken = self._watch_closed = False
-        self._fresh = False  # the lone GET may be taken (see _after_batch)
-        self._lone_get = self._get_reply = self._get_record = None
+        self._fresh = False  # the lone GET or SET may be taken (see _after_batch)
+        self._lone = self._get_reply = self._get_record = None
+        self._store_reply = self._execute = None
         self._sock_send = sock.send
         self._clock = stats.clock
         self._lock = commands.lock
@@ -196,12 +197,14 @@ class Connection:
             self.commands, self.settings, self.auth, self.peer
         )
         self.info.protocol = protocol.name
-        # What the lone GET calls, looked up once: on the commonest request
-        # each attribute lookup saved shows (callgrind).
-        self._lone_get = protocol.lone_get
+        # What the lone GET and SET call, looked up once: on the commonest
+        # requests each attribute lookup saved shows (callgrind).
+        self._lone = protocol.lone
         self._get_reply = protocol.get_reply
         self._get_record = self.commands.get_record
-        self._fresh = self._lone_get is not None
+        self._store_reply = protocol.store_reply
+        self._execute = self.commands.execute
+        self._fresh = self._lone is not None
         while True:
             if self._answer(data, True) == _CLOSE:
                 break
@@ -232,12 +235,16 @@ class Connection:
             self._logger.cfd = self._fd  # `watch` lines name the connection
         if data is not _RESUME:
             self.stats.bytes_read += len(data)
-            # The lone GET: a read holding exactly one plain GET, the
-            # commonest request of all, is answered without feeding the
-            # parser, building a run or a reply list. _fresh says the parser
-            # holds nothing and the protocol allows it (see _after_batch).
-            if self._fresh and (get := self._lone_get(data)) is not None:
-                reply = self._get_reply(get[1], self._get_record(get[0]))
+            # The lone GET or SET: a read holding exactly one plain GET or
+            # SET, the commonest requests of all, is answered without
+            # feeding the parser, building a run or a reply list, through
+            # the same command layer. _fresh says the parser holds nothing
+            # and the protocol allows it (see _after_batch).
+            if self._fresh and (lone := self._lone(data)) is not None:
+                if lone.__class__ is tuple:
+                    reply = self._get_reply(lone[1], self._get_record(lone[0]))
+                else:
+                    reply = self._store_reply(lone, self._execute(lone))
                 self.info.last_cmd = self._clock()
                 try:
                     sent = self._sock_send(reply)
@@ -305,7 +312,7 @@ class Connection:
         protocol = self.protocol
         partial = protocol.parser.partial
         self.info.state = "conn_nread" if partial else "conn_waiting"
-        self._fresh = not partial and protocol.lone_get is not None
+        self._fresh = not partial and protocol.lone is not None
 
     # -- waiting for the next request --------------------------------------
 

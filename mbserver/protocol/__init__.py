@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Iterable, Iterator, Protoc
 
 if TYPE_CHECKING:
     from ..auth import Authenticator
-    from ..commands import Commands, GetMany
+    from ..commands import Commands, GetMany, Request, Result
     from ..config import Settings
     from .buffer import ReceiveBuffer
 
@@ -59,9 +59,11 @@ class Parser(Interface):
         None until more is fed; raises ``ProtocolError`` when the stream
         cannot go on."""
 
-    def lone_get(self, data: bytes) -> tuple[bytes, object] | None:
-        """``(key, context)`` if ``data`` is exactly one plain GET and nothing
-        is buffered, for ``Protocol.get_reply``; else None (then feed it)."""
+    def lone(self, data: bytes) -> tuple[bytes, object] | Request | None:
+        """The request ``data`` holds if it is exactly one plain GET or SET
+        and nothing is buffered: ``(key, context)`` for a GET (for
+        ``Protocol.get_reply``), the ``Request`` for a SET (for
+        ``Protocol.store_reply``); else None (then feed it)."""
 
 
 class Protocol(Interface):
@@ -82,11 +84,13 @@ class Protocol(Interface):
     # a time: while one is part written, ``unfinished`` is not None and
     # ``resume(out)`` writes its next slice (returning the bytes written).
     unfinished: object | None
-    # The lone-GET short path (see connection): ``parser.lone_get`` while
-    # it may be taken (None until a client has authenticated), and the
-    # function that writes its reply from a record.
-    lone_get: Callable[[bytes], tuple[bytes, object] | None] | None
+    # The short path for a read holding one GET or SET (see connection):
+    # ``parser.lone`` while it may be taken (None until a client has
+    # authenticated), and the functions that write the replies, a GET's
+    # from its record, a SET's from its result.
+    lone: Callable[[bytes], tuple[bytes, object] | Request | None] | None
     get_reply: Callable[[object, bytes | None], bytes]
+    store_reply: Callable[[Request, Result], bytes]
 
     def __init__(
         self, commands: Commands, settings: Settings, auth: Authenticator | None, peer: str

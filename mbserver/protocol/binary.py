@@ -188,6 +188,12 @@ RULES = _rules()
 # magic and opcode as one number, key length, extras length, body length, opaque
 _LONE_GET_FIELDS = struct.Struct(">HHB3xII")
 _GET_MAGIC_OPCODE = REQUEST_MAGIC << 8  # a request (0x80), GET (0x00)
+_SET_MAGIC_OPCODE = REQUEST_MAGIC << 8 | Opcode.SET  # a request (0x80), SET (0x01)
+_SET = int(Opcode.SET)
+# A SET's CAS (the header's last field) and its extras: flags and expiry;
+# its key follows them.
+_LONE_SET_FIELDS = struct.Struct(">16xQII")
+_SET_KEY = HEADER_SIZE + 8
 _GET_FIELDS = struct.Struct(">BBHB3xII")  # magic and opcode, then as above
 _GET_OPCODES = frozenset(int(op) for op in (Opcode.GET, Opcode.GETQ, Opcode.GETK, Opcode.GETKQ))
 
@@ -377,14 +383,17 @@ class BinaryParser:
         self.buffer.pos = pos
         return _new(GetMany, (keys, (opcodes, opaques)))
 
-    def lone_get(self, data: bytes) -> tuple[bytes, int] | None:
-        """``(key, opaque)`` if ``data`` is exactly one GET (opcode 0x00)
-        and nothing is buffered; else None, and ``data`` is to be fed.
+    def lone(self, data: bytes) -> tuple[bytes, int] | Request | None:
+        """The request ``data`` holds if it is exactly one plain GET (opcode
+        0x00) or SET (0x01) and nothing is buffered; else None, and ``data``
+        is to be fed.
 
-        A read holding one GET is the commonest request of all; this lets
-        it skip the buffering and run building of feed and next. The second
-        element is what ``get_reply`` needs besides the record. Its checks
-        are ``_get_run``'s for opcode 0x00 alone, on one unpack.
+        A read holding one GET or one SET is the commonest request of all;
+        this lets it skip the buffering, run building and dispatch of feed
+        and next. A GET comes back as ``(key, opaque)``, what ``get_reply``
+        needs besides the record; a SET as the ``Request`` that ``next``
+        would make of it. The checks are ``next``'s for these two opcodes,
+        and a value too large to accept is left to ``next`` too.
         """
         try:
             magic_opcode, keylen, extlen, bodylen, opaque = _LONE_GET_FIELDS.unpack_from(data)
@@ -392,17 +401,44 @@ class BinaryParser:
             return None
         buffer = self.buffer
         if (
-            magic_opcode == _GET_MAGIC_OPCODE
-            and bodylen == keylen
-            and not extlen
-            and 0 < keylen <= MAX_KEY_LENGTH
-            and len(data) == HEADER_SIZE + keylen
-            and buffer.pos >= len(buffer.data)
-            and buffer.chunks is None
-            and not buffer.skipping
-            and data.__class__ is bytes
+            buffer.pos < len(buffer.data)
+            or buffer.chunks is not None
+            or buffer.skipping
+            or data.__class__ is not bytes
+            or len(data) != HEADER_SIZE + bodylen
         ):
-            return data[HEADER_SIZE:], opaque
+            return None
+        if magic_opcode == _GET_MAGIC_OPCODE:
+            if bodylen == keylen and not extlen and 0 < keylen <= MAX_KEY_LENGTH:
+                return data[HEADER_SIZE:], opaque
+            return None
+        if (
+            magic_opcode == _SET_MAGIC_OPCODE
+            and extlen == 8
+            and 0 < keylen <= MAX_KEY_LENGTH
+            and keylen + extlen <= bodylen
+            and bodylen + MEMCACHED_ITEM_HEADER - extlen <= self.max_item_size
+        ):
+            cas, flags, exptime = _LONE_SET_FIELDS.unpack_from(data)
+            key_end = _SET_KEY + keylen
+            return _new(
+                Request,
+                (
+                    "set",
+                    data[_SET_KEY:key_end],
+                    data[key_end:],
+                    flags,
+                    exptime,
+                    cas,
+                    0,
+                    None,
+                    False,
+                    _SET,
+                    opaque,
+                    False,
+                    False,
+                ),
+            )
         return None
 
     @staticmethod
@@ -560,16 +596,23 @@ def _write_error(request, status: ResponseStatus, out: list) -> int:
     return _put(out, error_reply(request.opcode, request.opaque, status))
 
 
-def _write_store(request: Request, result: Result, out: list) -> int:
+def store_reply(request: Request, result: Result) -> bytes:
+    """The reply to a store (set, add, replace, append, prepend); b"" for a quiet success."""
     status = result.status
     if status is not OK:
         if status is NOT_STORED:
-            return _write_error(request, _NOT_STORED_STATUS[request.command], out)
-        return _write_error(request, _STATUS[status], out)
+            return error_reply(request.opcode, request.opaque, _NOT_STORED_STATUS[request.command])
+        return error_reply(request.opcode, request.opaque, _STATUS[status])
     if request.quiet:
-        return 0
-    out.append(HEADER.pack(RESPONSE_MAGIC, request.opcode, 0, 0, 0, 0, 0, request.opaque, result.cas))
-    return HEADER_SIZE
+        return b""
+    return HEADER.pack(RESPONSE_MAGIC, request.opcode, 0, 0, 0, 0, 0, request.opaque, result.cas)
+
+
+def _write_store(request: Request, result: Result, out: list) -> int:
+    reply = store_reply(request, result)
+    if reply:
+        out.append(reply)
+    return len(reply)
 
 
 def _write_gat(request: Request, result: Result, out: list) -> int:
@@ -708,6 +751,7 @@ class BinaryProtocol(Answering):
     name = "binary"
     REQUEST_MAGIC = REQUEST_MAGIC
     get_reply = staticmethod(get_reply)
+    store_reply = staticmethod(store_reply)
 
     WRITERS = _WRITERS
 
@@ -715,7 +759,7 @@ class BinaryProtocol(Answering):
         super().__init__(commands, auth, peer)
         self.parser = BinaryParser(settings.max_item_size, sasl=auth is not None)
         # Until a client has authenticated, every request goes the long way.
-        self.lone_get = self.parser.lone_get if auth is None else None
+        self.lone = self.parser.lone if auth is None else None
         self._own.update(dict.fromkeys(SASL_COMMANDS, self._sasl))
 
     def answer_gets(self, run: GetMany, out: list, pending: int) -> int:

@@ -100,6 +100,7 @@ __all__ = [
     "TextParser",
     "TextProtocol",
     "get_reply",
+    "store_reply",
     "write_text",
     "write_text_gets",
 ]
@@ -131,9 +132,12 @@ class TextGets(NamedTuple):
 
 
 # `get <key>` alone, a key that memcached's tokenizer takes as it is: what
-# lone_get answers without the parser (one regex call is a third of the
+# lone answers without the parser (one regex call is a third of the
 # slices and scans it replaces).
 _LONE_GET = re.compile(rb"get ([^ \r\n\0]{1,250})\r\n").fullmatch
+# `set <key> <flags> <exptime> <bytes>` with numbers no sign, white space
+# or overflow can make memcached read otherwise: what lone takes of a set.
+_LONE_SET = re.compile(rb"set ([^ \r\n\0]{1,250}) ([0-9]{1,9}) ([0-9]{1,9}) ([0-9]{1,7})\r\n").match
 
 _GET = TextGets()
 _GETS = TextGets(cas=True)
@@ -223,28 +227,52 @@ class TextParser(meta.MetaParsing):
         """Part of a request is here, the rest not yet (a line, or a data block)."""
         return self.buffer.buffered > 0 or self._block is not None
 
-    def lone_get(self, data: bytes) -> tuple[bytes, bytes] | None:
-        """``(key, key)`` if ``data`` is exactly ``get <key>\\r\\n`` and nothing
-        is buffered; else None, and ``data`` is to be fed.
+    def lone(self, data: bytes) -> tuple[bytes, bytes] | Request | None:
+        """The request ``data`` holds if it is exactly ``get <key>\\r\\n`` or
+        one plain ``set`` with its data block, and nothing is buffered; else
+        None, and ``data`` is to be fed.
 
-        As ``BinaryParser.lone_get``: the commonest request skips feed and
-        next. The second element is what ``get_reply`` needs besides the
-        record. Anything unusual in the key (a byte memcached's tokenizer
-        treats specially) is left to the general parser.
+        As ``BinaryParser.lone``: the commonest requests skip feed, next and
+        dispatch. A get comes back as ``(key, key)``, what ``get_reply``
+        needs besides the record; a set as the ``Request`` that ``next``
+        would make of it. Anything unusual (a byte memcached's tokenizer
+        treats specially, noreply, a sign or a long number, a bad data
+        block, a value too large) is left to the general parser.
         """
+        buffer = self.buffer
+        if (
+            buffer.pos < len(buffer.data)
+            or buffer.chunks is not None
+            or self._block is not None
+            or buffer.skipping
+            or data.__class__ is not bytes
+        ):
+            return None
         match = _LONE_GET(data)
         if match is not None:
-            buffer = self.buffer
-            if (
-                buffer.pos >= len(buffer.data)
-                and buffer.chunks is None
-                and self._block is None
-                and not buffer.skipping
-                and data.__class__ is bytes
-            ):
-                key = match.group(1)
-                return key, key
-        return None
+            key = match.group(1)
+            return key, key
+        match = _LONE_SET(data)
+        if match is None:
+            return None
+        key, flags, exptime, length = match.groups()
+        flags = int(flags)
+        length = int(length)
+        start = match.end()
+        if (
+            len(data) != start + length + 2
+            or not data.endswith(b"\r\n")
+            or len(key) + length + MEMCACHED_ITEM_HEADER + (MEMCACHED_FLAGS_SIZE if flags else 0)
+            > self.max_item_size
+        ):
+            return None
+        return _new(
+            Request,
+            (
+                "set", key, data[start : start + length], flags, int(exptime),
+                0, 0, None, False, 0, 0, False, False,
+            ),
+        )
 
     def next(self):
         """The next request, or None until more bytes are fed."""
@@ -719,6 +747,11 @@ _NOT_FOUND = b"NOT_FOUND\r\n"
 _VERSION = b"VERSION %b\r\n" % PROTOCOL_VERSION.encode()
 
 
+def store_reply(request: Request, result: Result) -> bytes:
+    """The reply to a store (set, add, replace, append, prepend, cas); b"" for noreply."""
+    return b"" if request.quiet else _STORE_REPLIES[result.status]
+
+
 def _write_store(request: Request, result: Result, out: list) -> int:
     if request.quiet:
         return 0
@@ -845,6 +878,7 @@ class TextProtocol(Answering):
 
     name = "text"
     get_reply = staticmethod(get_reply)
+    store_reply = staticmethod(store_reply)
 
     WRITERS = _WRITERS
 
@@ -852,7 +886,7 @@ class TextProtocol(Answering):
         super().__init__(commands, auth, peer)
         self.parser = TextParser(settings.max_item_size)
         # Until a client has authenticated, every request goes the long way.
-        self.lone_get = self.parser.lone_get if auth is None else None
+        self.lone = self.parser.lone if auth is None else None
         self._own["reply"] = self._canned
         self._own["shutdown"] = self._shutdown
         self._own["watch"] = self._watch

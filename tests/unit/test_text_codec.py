@@ -36,6 +36,7 @@ from mbserver.protocol.text import (
     TextGets,
     TextParser,
     get_reply,
+    store_reply,
     write_text,
     write_text_gets,
 )
@@ -739,11 +740,26 @@ def test_a_large_value_is_written_without_a_copy():
     assert b"".join(out) == b"VALUE big 3 100000\r\n" + value + b"\r\nEND\r\n"
 
 
-class TestLoneGet:
-    """lone_get takes a read that is exactly one ``get <key>``; get_reply answers it."""
+class TestLone:
+    """lone takes a read that is exactly one ``get <key>`` or plain ``set``;
+    get_reply and store_reply answer it."""
 
     def test_one_get_gives_its_key(self):
-        assert TextParser().lone_get(b"get " + b"k" * 250 + b"\r\n") == (b"k" * 250, b"k" * 250)
+        assert TextParser().lone(b"get " + b"k" * 250 + b"\r\n") == (b"k" * 250, b"k" * 250)
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            b"set k 0 0 1\r\nv\r\n",
+            b"set " + b"k" * 250 + b" 999999999 999999999 0\r\n\r\n",
+            b"set k 007 00 5\r\nv\r\nv\r\n",  # leading zeros, CRLF inside the value
+            b"set k\t 1 2 3\r\nabc\r\n",  # a tab is part of the key to memcached too
+        ],
+    )
+    def test_one_set_is_the_request_next_makes(self, data):
+        parser = TextParser()
+        parser.feed(data)
+        assert TextParser().lone(data) == parser.next()
 
     @pytest.mark.parametrize(
         "data",
@@ -760,25 +776,85 @@ class TestLoneGet:
             b"GET a\r\n",
             b"get a\r\nget b\r\n",
             b"get a\r",
-            b"set a 0 0 1\r\nx\r\n",
+            b"set a 0 0 1 noreply\r\nx\r\n",
+            b"set a 0 0 1\r\nx\r\nget a\r\n",
+            b"set a 0 0 1\r\nx",
+            b"set a 0 0 1\r\nxy\r\n",  # a bad data block
+            b"set a 0 0 1\r\nx\n\n",
+            b"set a 0 0 1\nx\r\n",
+            b"set a 0 -1 1\r\nx\r\n",
+            b"set a -0 0 1\r\nx\r\n",
+            b"set a 4294967295 0 1\r\nx\r\n",  # numbers this long are left to strtoul
+            b"set a 0 0 01\r\nx\r\n" + b"v" * (1 << 20),
+            b"set a 0 0 1048576\r\n" + b"v" * (1 << 20) + b"\r\n",  # too large
+            b"set  a 0 0 1\r\nx\r\n",
+            b"set a 0 0 1 \r\nx\r\n",
+            b"set " + b"k" * 251 + b" 0 0 1\r\nx\r\n",
+            b"add a 0 0 1\r\nx\r\n",
+            b"cas a 0 0 1 1\r\nx\r\n",
         ],
     )
     def test_anything_else_is_left_to_the_parser(self, data):
         parser = TextParser()
-        assert parser.lone_get(data) is None
+        assert parser.lone(data) is None
         assert parser.buffered == 0  # nothing consumed: the caller feeds it
+
+    @settings(max_examples=500, deadline=None)
+    @given(
+        command=st.sampled_from([b"set", b"set", b"get", b"add", b"sets"]),
+        key=st.binary(min_size=0, max_size=252),
+        numbers=st.lists(
+            st.one_of(
+                st.integers(0, 10**10).map(lambda n: b"%d" % n),
+                st.sampled_from([b"-1", b"+1", b"01", b"", b"x", b"noreply"]),
+            ),
+            min_size=3, max_size=4,
+        ),
+        value=st.binary(max_size=300),
+        end=st.sampled_from([b"\r\n", b"\r\n", b"\n", b"", b"\r\nget k\r\n"]),
+        length_lie=st.sampled_from([0, 0, 0, -1, 1]),
+    )
+    def test_what_lone_takes_next_parses_the_same(
+        self, command, key, numbers, value, end, length_lie
+    ):
+        """Whatever the line and block: lone takes a read only as next would parse it."""
+        if command == b"get":
+            data = b"get " + key + end
+        else:
+            numbers[2:3] = [b"%d" % (len(value) + length_lie)] if numbers[2:3] != [b"x"] else [b"x"]
+            data = b" ".join([command, key, *numbers]) + b"\r\n" + value + end
+        lone = TextParser(max_item_size=300).lone(data)
+        if lone is None:
+            return
+        parser = TextParser(max_item_size=300)
+        parser.feed(data)
+        parsed = parser.next()
+        assert parser.buffered == 0 and parser.next() is None
+        if isinstance(lone, Request):
+            assert lone == parsed
+        else:
+            assert parsed == get(lone[0])
 
     def test_not_while_a_line_is_partly_buffered(self):
         parser = TextParser()
         parser.feed(b"get fir")
         assert parser.next() is None
-        assert parser.lone_get(b"get k\r\n") is None
+        assert parser.lone(b"get k\r\n") is None
+        assert parser.lone(b"set k 0 0 1\r\nv\r\n") is None
 
     def test_not_while_a_data_block_is_awaited(self):
         parser = TextParser()
         parser.feed(b"set k 0 0 10\r\n")
         assert parser.next() is None
-        assert parser.lone_get(b"get k\r\n") is None
+        assert parser.lone(b"get k\r\n") is None
+        assert parser.lone(b"set k 0 0 1\r\nv\r\n") is None
+
+    @pytest.mark.parametrize("status", [OK, NOT_STORED, EXISTS, NOT_FOUND, TOO_LARGE, NO_MEMORY])
+    @pytest.mark.parametrize("quiet", [False, True])
+    def test_store_reply_is_what_the_writer_writes(self, status, quiet):
+        request = TextParser().lone(b"set k 0 0 1\r\nv\r\n")._replace(quiet=quiet)
+        result = Result(status, 77)
+        assert store_reply(request, result) == written(write_text, request, result)
 
     @pytest.mark.parametrize("value", [b"", b"xyz", b"v" * 100_000])
     def test_get_reply_matches_write_text_gets(self, value):

@@ -238,8 +238,8 @@ class Connection:
             # The lone GET or SET: a read holding exactly one plain GET or
             # SET, the commonest requests of all, is answered without
             # feeding the parser, building a run or a reply list, through
-            # the same command layer. _fresh says the parser holds nothing
-            # and the protocol allows it (see _after_batch).
+            # the same command layer. _fresh says the parser is empty and
+            # the protocol allows it (see _after_batch).
             if self._fresh and (lone := self._lone(data)) is not None:
                 if lone.__class__ is tuple:
                     reply = self._get_reply(lone[1], self._get_record(lone[0]))
@@ -254,6 +254,7 @@ class Connection:
                 if sent == len(reply):
                     return _DONE
                 return self._unsent(memoryview(reply)[sent:], may_wait)
+            self._fresh = False  # until _after_batch finds the parser empty again
             self.protocol.parser.feed(data)
         elif self._out and not self._flush(self._out, may_wait):
             return _HAND_OFF
@@ -312,7 +313,7 @@ class Connection:
         protocol = self.protocol
         partial = protocol.parser.partial
         self.info.state = "conn_nread" if partial else "conn_waiting"
-        self._fresh = not partial and protocol.lone is not None
+        self._fresh = protocol.lone is not None and protocol.parser.empty
 
     # -- waiting for the next request --------------------------------------
 

@@ -51,6 +51,7 @@ class Parser(Interface):
 
     buffer: ReceiveBuffer
     partial: bool  # part of a request is here, the rest not yet
+    empty: bool  # nothing is here, nor being collected, skipped or awaited
 
     def feed(self, data: bytes) -> None: ...
 
@@ -60,10 +61,10 @@ class Parser(Interface):
         cannot go on."""
 
     def lone(self, data: bytes) -> tuple[bytes, object] | Request | None:
-        """The request ``data`` holds if it is exactly one plain GET or SET
-        and nothing is buffered: ``(key, context)`` for a GET (for
-        ``Protocol.get_reply``), the ``Request`` for a SET (for
-        ``Protocol.store_reply``); else None (then feed it)."""
+        """The request ``data`` holds if it is exactly one plain GET or SET:
+        ``(key, context)`` for a GET (for ``Protocol.get_reply``), the
+        ``Request`` for a SET (for ``Protocol.store_reply``); else None (then
+        feed it). Asked only while the parser is ``empty``."""
 
 
 class Protocol(Interface):

@@ -244,6 +244,11 @@ class BinaryParser:
         """Part of a request is here, the rest not yet."""
         return self.buffer.buffered > 0
 
+    @property
+    def empty(self) -> bool:
+        """Holds nothing: what ``lone`` needs before it may be asked."""
+        return self.buffer.empty
+
     def next(self) -> Request | StatsRequest | FlushRequest | GetMany | None:
         """The next complete request, or None until more bytes are fed.
 
@@ -385,8 +390,8 @@ class BinaryParser:
 
     def lone(self, data: bytes) -> tuple[bytes, int] | Request | None:
         """The request ``data`` holds if it is exactly one plain GET (opcode
-        0x00) or SET (0x01) and nothing is buffered; else None, and ``data``
-        is to be fed.
+        0x00) or SET (0x01); else None, and ``data`` is to be fed. Only for
+        a parser that is ``empty`` (the caller checks, once per batch).
 
         A read holding one GET or one SET is the commonest request of all;
         this lets it skip the buffering, run building and dispatch of feed
@@ -399,14 +404,7 @@ class BinaryParser:
             magic_opcode, keylen, extlen, bodylen, opaque = _LONE_GET_FIELDS.unpack_from(data)
         except struct.error:  # shorter than a header
             return None
-        buffer = self.buffer
-        if (
-            buffer.pos < len(buffer.data)
-            or buffer.chunks is not None
-            or buffer.skipping
-            or data.__class__ is not bytes
-            or len(data) != HEADER_SIZE + bodylen
-        ):
+        if len(data) != HEADER_SIZE + bodylen or data.__class__ is not bytes:
             return None
         if magic_opcode == _GET_MAGIC_OPCODE:
             if bodylen == keylen and not extlen and 0 < keylen <= MAX_KEY_LENGTH:

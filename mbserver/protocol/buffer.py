@@ -43,6 +43,11 @@ class ReceiveBuffer:
             return self._collected
         return len(self.data) - self.pos
 
+    @property
+    def empty(self) -> bool:
+        """Nothing received is left: no bytes, none being collected or skipped."""
+        return self.pos >= len(self.data) and self.chunks is None and not self.skipping
+
     def feed(self, data: bytes) -> None:
         if data.__class__ is not bytes:
             data = bytes(data)

@@ -227,10 +227,16 @@ class TextParser(meta.MetaParsing):
         """Part of a request is here, the rest not yet (a line, or a data block)."""
         return self.buffer.buffered > 0 or self._block is not None
 
+    @property
+    def empty(self) -> bool:
+        """Holds nothing: what ``lone`` needs before it may be asked."""
+        return self._block is None and self.buffer.empty
+
     def lone(self, data: bytes) -> tuple[bytes, bytes] | Request | None:
         """The request ``data`` holds if it is exactly ``get <key>\\r\\n`` or
-        one plain ``set`` with its data block, and nothing is buffered; else
-        None, and ``data`` is to be fed.
+        one plain ``set`` with its data block; else None, and ``data`` is to
+        be fed. Only for a parser that is ``empty`` (the caller checks, once
+        per batch).
 
         As ``BinaryParser.lone``: the commonest requests skip feed, next and
         dispatch. A get comes back as ``(key, key)``, what ``get_reply``
@@ -239,14 +245,7 @@ class TextParser(meta.MetaParsing):
         treats specially, noreply, a sign or a long number, a bad data
         block, a value too large) is left to the general parser.
         """
-        buffer = self.buffer
-        if (
-            buffer.pos < len(buffer.data)
-            or buffer.chunks is not None
-            or self._block is not None
-            or buffer.skipping
-            or data.__class__ is not bytes
-        ):
+        if data.__class__ is not bytes:
             return None
         match = _LONE_GET(data)
         if match is not None:

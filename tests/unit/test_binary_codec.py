@@ -1230,18 +1230,28 @@ class TestLone:
         else:
             assert parsed == GetMany([lone[0]], ([0x00], [lone[1]]))
 
-    def test_not_while_a_packet_is_partly_buffered(self, wire):
+    def test_empty_until_a_packet_is_partly_buffered(self, wire):
+        """lone is asked only while the parser is empty (the connection checks)."""
         parser = BinaryParser()
+        assert parser.empty
         parser.feed(wire.request(0x00, b"first")[:10])
-        assert parser.lone(wire.request(0x00, b"k")) is None
-        assert parser.lone(wire.request(0x01, b"k", b"\0" * 8, b"v")) is None
+        assert not parser.empty
+        parser.feed(wire.request(0x00, b"first")[10:])
+        parser.next()
+        assert parser.empty
 
-    def test_not_while_a_refused_value_is_being_skipped(self, wire):
+    def test_not_empty_while_a_large_packet_is_collected(self, wire):
+        parser = BinaryParser()
+        parser.feed(wire.request(0x01, b"k", b"\0" * 8, b"v" * (1 << 17))[:100])
+        assert parser.next() is None and not parser.empty
+
+    def test_not_empty_while_a_refused_value_is_being_skipped(self, wire):
         parser = BinaryParser(max_item_size=1024)
         parser.feed(wire.request(0x01, b"k", b"\0" * 8, b"v" * 4096)[:100])
         assert parser.next().refused
-        assert parser.lone(wire.request(0x00, b"k")) is None
-        assert parser.lone(wire.request(0x01, b"k", b"\0" * 8, b"v")) is None
+        assert not parser.empty and not parser.partial
+        parser.feed(b"v" * (4096 + 33 - 100))
+        assert parser.empty
 
     @pytest.mark.parametrize("status", [OK, NOT_STORED, EXISTS, NOT_FOUND, TOO_LARGE, NO_MEMORY])
     @pytest.mark.parametrize("opcode", [0x01, 0x11, 0x02, 0x03])

@@ -289,6 +289,35 @@ def test_a_partial_request_is_waited_for_and_shown_as_nread(server, pair, wire):
         task.get()
 
 
+@pytest.mark.parametrize("lone", ["get", "set"])
+def test_the_rest_of_a_refused_value_is_never_taken_for_a_request(clock, pair, wire, lone):
+    """A read that looks like a lone GET or SET but is the tail of a value
+    being skipped is skipped: the short path is asked only of an empty parser."""
+    server = Server(clock, max_item_size=2048)
+    server.store.store(Mode.SET, b"k", b"stored")
+    if lone == "get":
+        tail = wire.request(0x00, b"k", opaque=5)
+    else:
+        tail = wire.request(0x01, b"k", wire.storage_extras(), b"overwritten", opaque=5)
+    value = b"v" * 4000 + tail
+    with gevent.Timeout(HANG_GUARD):
+        client, task, made = parked(server, pair, wire)
+        packet = wire.request(0x01, b"big", wire.storage_extras(), value, opaque=1)
+        client.sendall(packet[: -len(tail)])
+        (refused,) = wire.responses(read_exactly(client, 24 + len(b"Too large.")))
+        assert (refused.opaque, refused.status) == (1, 0x03)
+        gevent.sleep(0.01)  # parked again, with the tail still to skip
+        client.sendall(tail)
+        gevent.sleep(0.01)
+        client.sendall(wire.request(0x0A, opaque=9))
+        (noop,) = wire.responses(read_exactly(client, 24))
+        assert noop.opaque == 9  # nothing answered the tail
+        client.close()
+        task.get()
+    assert server.store.get_record(b"k").endswith(b"stored")
+    assert server.violations == []
+
+
 def test_a_stopping_connection_answers_in_the_greenlet_then_closes(server, pair, wire):
     with gevent.Timeout(HANG_GUARD):
         client, task, made = parked(server, pair, wire)

@@ -835,19 +835,28 @@ class TestLone:
         else:
             assert parsed == get(lone[0])
 
-    def test_not_while_a_line_is_partly_buffered(self):
+    def test_empty_until_a_line_is_partly_buffered(self):
+        """lone is asked only while the parser is empty (the connection checks)."""
         parser = TextParser()
+        assert parser.empty
         parser.feed(b"get fir")
-        assert parser.next() is None
-        assert parser.lone(b"get k\r\n") is None
-        assert parser.lone(b"set k 0 0 1\r\nv\r\n") is None
+        assert parser.next() is None and not parser.empty
+        parser.feed(b"st\r\n")
+        assert parser.next() == get(b"first") and parser.empty
 
-    def test_not_while_a_data_block_is_awaited(self):
+    def test_not_empty_while_a_data_block_is_awaited(self):
         parser = TextParser()
         parser.feed(b"set k 0 0 10\r\n")
-        assert parser.next() is None
-        assert parser.lone(b"get k\r\n") is None
-        assert parser.lone(b"set k 0 0 1\r\nv\r\n") is None
+        assert parser.next() is None and not parser.empty
+        parser.feed(b"0123456789\r\n")
+        assert parser.next().value == b"0123456789" and parser.empty
+
+    def test_not_empty_while_a_refused_value_is_being_skipped(self):
+        parser = TextParser(max_item_size=1024)
+        parser.feed(b"set k 0 0 4096\r\n")
+        assert parser.next().refused and not parser.empty
+        parser.feed(b"v" * 4096 + b"\r\n")
+        assert parser.empty
 
     @pytest.mark.parametrize("status", [OK, NOT_STORED, EXISTS, NOT_FOUND, TOO_LARGE, NO_MEMORY])
     @pytest.mark.parametrize("quiet", [False, True])

@@ -463,7 +463,10 @@ class Commands:
         # memcached counts cas_* for set/add/replace carrying a CAS (its
         # NREAD_CAS) only, not for append/prepend.
         cas_mode = bool(request.cas) and mode is not _APPEND and mode is not _PREPEND
-        self._count_store(refused, cas_mode, status)
+        if status is OK and not cas_mode and not refused:
+            self.stats.cmd_set += 1  # _count_store's commonest case, written out
+        else:
+            self._count_store(refused, cas_mode, status)
         if watched:
             self._log_store(request.key, len(request.value), request.flags, refused,
                             b"cas" if cas_mode else mode.value.encode(), status, before, after,

@@ -126,6 +126,7 @@ _BYTES_MASK = _ONE_ITEM - 1
 
 # Bound methods, not attribute lookups, on the request paths.
 _times_flags = TIMES_FLAGS.unpack_from
+_exptime = EXPTIME.unpack_from
 _atime_flags = struct.Struct(">4xI8xI").unpack_from  # a record's last access and flags
 
 # Plain names for the members: looking up Mode.SET costs several times a
@@ -751,10 +752,12 @@ class Store:
 
     def _live(self, key: bytes, now: float) -> bytes | None:
         rec = self._items.get(key)
-        if rec is not None and expired(rec, now):
-            self._reclaim(key, rec)
-            self.get_expired += 1
-            return None
+        if rec is not None:
+            exptime = _exptime(rec)[0]  # record.expired, written out: every store asks
+            if exptime and exptime <= now:
+                self._reclaim(key, rec)
+                self.get_expired += 1
+                return None
         return rec
 
     def _reclaim(self, key: bytes, rec: bytes) -> int:
@@ -835,7 +838,8 @@ class Store:
         size = len(key) + value_len
         if self.bytes + size + ITEM_OVERHEAD > self.limit_bytes:
             self._evict(size + ITEM_OVERHEAD)
-        cas = self._next_cas()
+        # _next_cas, written out: every store links.
+        self._last_cas = cas = (self._last_cas + 1) & UINT64_MASK or 1
         atime = int(now)
         meta = HEADER.pack(exptime, atime, cas, flags)
         self._items[key] = meta + parts[0] if len(parts) == 1 else b"".join((meta, *parts))
@@ -857,7 +861,8 @@ class Store:
     def _unlink(self, key: bytes, rec: bytes) -> int:
         """Remove key's item (its record is ``rec``); its size class."""
         del self._items[key]
-        self._unfetched.discard(key)
+        if self._unfetched:
+            self._unfetched.discard(key)
         if self._marks:
             self._marks.pop(key, None)
         size = len(key) + len(rec) - VALUE_OFFSET

@@ -1152,7 +1152,8 @@ class TestLone:
         data = packet(wire)
         parsed = BinaryParser()
         parsed.feed(data)
-        assert BinaryParser().lone(data) == parsed.next()
+        lone = BinaryParser().lone(data)
+        assert isinstance(lone, Request) and lone == parsed.next()
 
     @pytest.mark.parametrize(
         "packet",

@@ -752,9 +752,8 @@ def store_reply(request: Request, result: Result) -> bytes:
 
 
 def _write_store(request: Request, result: Result, out: list) -> int:
-    if request.quiet:
-        return 0
-    return put(out, _STORE_REPLIES[result.status])
+    reply = store_reply(request, result)
+    return put(out, reply) if reply else 0
 
 
 def _ok_or_not_found(ok: bytes):

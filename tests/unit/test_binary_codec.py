@@ -43,6 +43,7 @@ from mbserver.store import (
     Store,
 )
 from ..items import get_item
+from ..lone import assert_lone_reads_as_next
 
 KEY, NO_KEY, ANY_KEY = "key", "no key", "any key"
 
@@ -1219,17 +1220,11 @@ class TestLone:
             data = data[: -abs(by)]
         elif lie == "long":
             data += b"\0" * abs(by)
-        lone = BinaryParser(max_item_size=200).lone(data)
-        if lone is None:
-            return
-        parser = BinaryParser(max_item_size=200)
-        parser.feed(data)
-        parsed = parser.next()
-        assert parser.buffered == 0 and parser.next() is None
-        if isinstance(lone, Request):
-            assert lone == parsed
-        else:
-            assert parsed == GetMany([lone[0]], ([0x00], [lone[1]]))
+        assert_lone_reads_as_next(
+            lambda: BinaryParser(max_item_size=200),
+            data,
+            lambda lone: GetMany([lone[0]], ([0x00], [lone[1]])),
+        )
 
     def test_empty_until_a_packet_is_partly_buffered(self, wire):
         """lone is asked only while the parser is empty (the connection checks)."""

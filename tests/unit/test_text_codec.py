@@ -51,6 +51,8 @@ from mbserver.store import (
     TOO_LARGE,
 )
 
+from ..lone import assert_lone_reads_as_next
+
 MN = Reply(b"MN\r\n")
 
 
@@ -824,17 +826,9 @@ class TestLone:
         else:
             numbers[2:3] = [b"%d" % (len(value) + length_lie)] if numbers[2:3] != [b"x"] else [b"x"]
             data = b" ".join([command, key, *numbers]) + b"\r\n" + value + end
-        lone = TextParser(max_item_size=300).lone(data)
-        if lone is None:
-            return
-        parser = TextParser(max_item_size=300)
-        parser.feed(data)
-        parsed = parser.next()
-        assert parser.buffered == 0 and parser.next() is None
-        if isinstance(lone, Request):
-            assert lone == parsed
-        else:
-            assert parsed == get(lone[0])
+        assert_lone_reads_as_next(
+            lambda: TextParser(max_item_size=300), data, lambda lone: get(lone[0])
+        )
 
     def test_empty_until_a_line_is_partly_buffered(self):
         """lone is asked only while the parser is empty (the connection checks)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import gevent
 import pytest
 
 from mbserver.commands import (
@@ -530,7 +531,11 @@ class SpyStore(Store):
 
     def _note(self, name):
         lock = self.lock
-        state = "write" if lock.writer else "read" if lock.readers else "none"
+        # "free": no hold taken, and none could be (see commands' docstring).
+        state = (
+            "write" if lock.writer else "read" if lock.readers
+            else "free" if lock.free else "none"
+        )
         self.calls.append((name, state))
 
     def get_many(self, *a, **kw):
@@ -652,16 +657,17 @@ class TestLocking:
         h = Harness(clock, store=store)
         store.lock = h.lock
         expectations = [
-            (Request("get", b"k"), ("get_record", "read")),
-            (Request("set", b"k", b"1"), ("store", "write")),
-            (Request("set", b"k", refused=True), ("refuse", "write")),
+            # The commonest calls skip a hold on a free lock.
+            (Request("get", b"k"), ("get_record", "free")),
+            (Request("set", b"k", b"1"), ("store", "free")),
+            (Request("set", b"k", refused=True), ("refuse", "free")),
             (Request("touch", b"k"), ("touch", "write")),
             (Request("gat", b"k"), ("touch", "write")),
             (Request("delete", b"k"), ("delete", "write")),
             (Request("incr", b"k", delta=1, initial=0), ("arith", "write")),
             (Request("incr", b"k", delta=1, initial=None), ("arith", "write")),
             (FlushRequest(), ("flush", "write")),
-            (Request("set", b"k", b"1"), ("store", "write")),
+            (Request("set", b"k", b"1"), ("store", "free")),
             (StatsRequest(b"items"), ("class_usage", "read")),
             (StatsRequest(b"sizes"), ("keys", "read"), ("entries", "read")),
             (StatsRequest(b"reset"), ("reset_counters", "write")),
@@ -672,3 +678,30 @@ class TestLocking:
             # One store call or several, each under the hold its kind needs.
             assert store.calls and set(store.calls) == set(calls), request
             assert not h.lock.locked
+
+    def test_calls_that_skip_a_free_lock_take_it_when_it_is_not(self, clock):
+        store = SpyStore(clock=clock)
+        h = Harness(clock, store=store)
+        store.lock = h.lock
+        h.run("set", b"k", value=b"1")
+        # Another reader holds it: a GET and a multi-get join it.
+        h.lock.acquire_read()
+        store.calls.clear()
+        execute(h.commands, Request("get", b"k"))
+        h.commands.get_many([b"k", b"j"])
+        assert store.calls == [("get_record", "read"), ("get_many", "read")]
+        assert h.lock.readers == 1
+        # A set waits for the reader, then holds it alone.
+        store.calls.clear()
+        setter = gevent.spawn(execute, h.commands, Request("set", b"k", b"2"))
+        gevent.sleep(0)
+        assert store.calls == [] and h.lock.waiting == 1
+        # A GET arriving now queues behind the set (FIFO), it does not skip.
+        getter = gevent.spawn(execute, h.commands, Request("get", b"k"))
+        gevent.sleep(0)
+        assert h.lock.waiting == 2
+        h.lock.release_read()
+        gevent.joinall([setter, getter], raise_error=True)
+        assert store.calls == [("store", "write"), ("get_record", "read")]
+        assert getter.value.item.value == b"2"
+        assert h.lock.free

@@ -110,12 +110,22 @@ def test_writer_is_exclusive_under_mixed_contention():
                 room.exit_write(name)
             gevent.sleep(0)
 
+    def watch_free():
+        # `free` is a plain attribute kept by every change: at every step it
+        # must say what the counters say.
+        while True:
+            assert lock.free == (not lock.locked and lock.waiting == 0)
+            gevent.sleep(0)
+
     workers = []
     for i in range(6):
         workers.append(gevent.spawn(reader, "R%d" % i))
         if i % 2:
             workers.append(gevent.spawn(writer, "W%d" % i))
+    watcher = gevent.spawn(watch_free)
     gevent.joinall(workers, raise_error=True)
+    assert not watcher.dead, watcher.exception
+    watcher.kill()
 
     entries = [name for what, name in room.log if what == "enter"]
     assert len(entries) == 9 * 20
@@ -164,7 +174,7 @@ def test_grant_order_follows_fifo_phases():
     assert log[:3] == ["W0", "R1", "W1"]
     assert set(log[3:5]) == {"R2", "R3"}
     assert log[5:] == ["W2"]
-    assert not lock.locked
+    assert not lock.locked and lock.free
 
 
 def test_writer_stream_cannot_starve_readers():
@@ -271,7 +281,7 @@ def test_killed_queued_writer_lets_later_readers_in():
     gates["R2"].set()
     r.join()
     lock.release_read()
-    assert not lock.locked
+    assert not lock.locked and lock.free
     lock.acquire_write()
     lock.release_write()
 
@@ -286,7 +296,7 @@ def test_killed_queued_reader_leaves_the_queue():
     r.kill()
     assert lock.waiting == 0
     lock.release_write()
-    assert not lock.locked and log == []
+    assert not lock.locked and lock.free and log == []
     lock.acquire_write()
     lock.release_write()
 
@@ -308,7 +318,7 @@ def test_timeout_while_queued_leaves_lock_usable():
     assert lock.waiting == 0 and lock.writer
 
     lock.release_write()
-    assert not lock.locked
+    assert not lock.locked and lock.free
     with lock.read():
         assert lock.readers == 1
 
@@ -335,7 +345,7 @@ def test_waiter_killed_after_grant_passes_lock_on():
     run_until(lambda: "R1" in log)
     gates["R1"].set()
     r.join()
-    assert not lock.locked
+    assert not lock.locked and lock.free
 
 
 def test_releasing_an_unheld_lock_raises():
@@ -356,7 +366,7 @@ def test_releasing_an_unheld_lock_raises():
         lock.release_read()
     assert lock.writer
     lock.release_write()
-    assert not lock.locked
+    assert not lock.locked and lock.free
 
 
 def test_context_managers_release_on_exception():
@@ -364,11 +374,11 @@ def test_context_managers_release_on_exception():
     with pytest.raises(ValueError):
         with lock.read():
             raise ValueError
-    assert not lock.locked
+    assert not lock.locked and lock.free
     with pytest.raises(ValueError):
         with lock.write():
             raise ValueError
-    assert not lock.locked
+    assert not lock.locked and lock.free
 
     # A failing writer still hands the lock to whoever is queued.
     log, gates = [], {}
@@ -381,7 +391,7 @@ def test_context_managers_release_on_exception():
     run_until(lambda: "R1" in log)
     gates["R1"].set()
     r.join()
-    assert not lock.locked
+    assert not lock.locked and lock.free
 
 
 def test_context_managers_allocate_nothing_per_use():
@@ -392,10 +402,10 @@ def test_context_managers_allocate_nothing_per_use():
 
 def test_introspection_reports_state():
     lock = RWLock()
-    assert (lock.readers, lock.writer, lock.waiting, lock.locked) == (0, False, 0, False)
+    assert (lock.readers, lock.writer, lock.waiting, lock.locked, lock.free) == (0, False, 0, False, True)
     lock.acquire_read()
     lock.acquire_read()
-    assert (lock.readers, lock.writer, lock.waiting, lock.locked) == (2, False, 0, True)
+    assert (lock.readers, lock.writer, lock.waiting, lock.locked, lock.free) == (2, False, 0, True, False)
     log, gates = [], {}
     w = gevent.spawn(gated, lock, log, gates, "W1")
     run_until(lambda: lock.waiting == 1)
@@ -406,7 +416,7 @@ def test_introspection_reports_state():
     run_until(lambda: "W1" in log)
     gates["W1"].set()
     w.join()
-    assert (lock.readers, lock.writer, lock.waiting, lock.locked) == (0, False, 0, False)
+    assert (lock.readers, lock.writer, lock.waiting, lock.locked, lock.free) == (0, False, 0, False, True)
 
 
 def test_reading_holds_the_lock_for_the_call_alone():

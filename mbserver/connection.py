@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import ssl
+from functools import partial
 from time import perf_counter
 
 import gevent
@@ -62,6 +64,7 @@ _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError)
 _SEND_WOULD_BLOCK = (*_WOULD_BLOCK, ssl.SSLWantWriteError)
 
 _READ, _WRITE = 1, 2  # libev/libuv event masks
+_read = os.read
 
 # What _answer reports.
 _DONE = 0  # every complete request answered, every reply sent
@@ -134,6 +137,13 @@ class Connection:
             and gettimeout is not None
             and gettimeout() == 0.0
         )
+        if self._nonblocking:
+            # A plain non-blocking socket is read and written as its
+            # descriptor: the same system calls (send with no flags is
+            # write), raising the same errors, with less argument parsing
+            # around them (callgrind: ~700 instructions a request). The
+            # socket is closed only after serve() returns (server).
+            self._sock_send = partial(os.write, self._fd)
 
     @property
     def idle(self) -> bool:
@@ -365,7 +375,7 @@ class Connection:
             # takes it back; this is only a late event): not ours to read.
             return
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = _read(self._fd, RECV_SIZE)  # as sock.recv (see __init__)
         except BlockingIOError:
             return
         except BaseException as error:

@@ -324,7 +324,7 @@ class Commands:
             "refresh_certs": self._refresh_certs,
         }
         for mode in _MODES:
-            self._handlers[mode] = self._store
+            self._handlers[mode] = self.store_request
         for name in ("mg", "ms", "md", "ma", "me"):
             self._handlers[name] = self._tracking_fetches(self._handlers[name])
         self.crawler = LruCrawler(store, lock)
@@ -442,7 +442,10 @@ class Commands:
 
     # -- writes ----------------------------------------------------------
 
-    def _store(self, request: Request) -> Result:
+    def store_request(self, request: Request) -> Result:
+        """A storage command (set, add, replace, append, prepend, cas):
+        ``execute`` for these, callable directly where the command is known
+        (the connection's lone SET)."""
         mode = _MODES[request.command]
         refused = request.refused
         watched = self.logger.requests

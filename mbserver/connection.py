@@ -115,7 +115,7 @@ class Connection:
         self._watch_waiting = self._watch_woken = self._watch_closed = False
         self._fresh = False  # the lone GET or SET may be taken (see _after_batch)
         self._lone = self._get_reply = self._get_record = None
-        self._store_reply = self._execute = None
+        self._store_reply = self._store_request = None
         self._sock_send = sock.send
         self._clock = stats.clock
         self._lock = commands.lock
@@ -213,7 +213,7 @@ class Connection:
         self._get_reply = protocol.get_reply
         self._get_record = self.commands.get_record
         self._store_reply = protocol.store_reply
-        self._execute = self.commands.execute
+        self._store_request = self.commands.store_request
         self._fresh = self._lone is not None
         while True:
             if self._answer(data, True) == _CLOSE:
@@ -254,7 +254,7 @@ class Connection:
                 if lone.__class__ is tuple:
                     reply = self._get_reply(lone[1], self._get_record(lone[0]))
                 else:
-                    reply = self._store_reply(lone, self._execute(lone))
+                    reply = self._store_reply(lone, self._store_request(lone))
                 self.info.last_cmd = self._clock()
                 try:
                     sent = self._sock_send(reply)

@@ -573,7 +573,9 @@ class Store:
         the request's value (cmd_set), whatever becomes of it: the linked
         item's class when it is stored, ``_count_set`` on the other ways out.
         """
-        now = self._now()
+        now = self.clock()  # _now, written out: every store asks
+        if self._flush_at is not None and now >= self._flush_at:
+            self._flush_now()
         old = self._live(key, now)
         if cas and mode is not _APPEND and mode is not _PREPEND:
             # memcached turns a set/add/replace that carries a CAS into a
@@ -611,7 +613,14 @@ class Store:
             else:
                 parts = (value, memoryview(old)[VALUE_OFFSET:])
             return self._link(key, parts, size, flags, exptime, now, old)
-        status = self._check_size(key, len(value))
+        # _check_size, written out: every store asks.
+        size = len(key) + len(value)
+        if size + MEMCACHED_ITEM_HEADER > self.max_item_size:
+            status = TOO_LARGE
+        elif ITEM_OVERHEAD + size > self.limit_bytes:
+            status = NO_MEMORY
+        else:
+            status = OK
         if status is not OK:
             cls = self._count_set(key, value, flags)
             if mode is _SET and old is not None:

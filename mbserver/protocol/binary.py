@@ -483,6 +483,15 @@ _NO_KEY_GETS = frozenset((_GET, _GETQ))
 # so a hit costs one header prefix and one slice. The reply's body is the
 # flags and the value: the record from FLAGS_OFFSET on.
 _PACK_PREFIX = _REPLY_PREFIX.pack
+# A hit's reply to GET or GETQ, up to its CAS, is a fixed 8 bytes (magic,
+# opcode, no key, 4 bytes of extras, type and status 0), the body length
+# and the opaque: packed as three fields, not eight.
+_HIT_PREFIX = {
+    opcode: _PACK_PREFIX(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, 0, 0)[:8]
+    for opcode in (_GET, _GETQ)
+}
+_PACK_HIT = struct.Struct(">8sII").pack
+_GET_HIT_PREFIX = _HIT_PREFIX[_GET]
 
 
 def _one_get(key: bytes, opcode: int, opaque: int, rec: bytes | None) -> bytes:
@@ -527,10 +536,10 @@ def _frame_get(out: list, key: bytes, context: tuple[int, int], rec: bytes | Non
 def _frame_small_gets(run: GetMany, records: list) -> bytes:
     """The replies to a run of GETs whose values are all small, at once."""
     opcodes, opaques = run.context
-    pack = _PACK_PREFIX
+    pack, prefixes = _PACK_HIT, _HIT_PREFIX
     return b"".join([
-        pack(RESPONSE_MAGIC, opcode, 0, 4, 0, 0, len(rec) - FLAGS_OFFSET, opaque) + rec[CAS_OFFSET:]
-        if rec is not None and opcode in _NO_KEY_GETS
+        pack(prefixes[opcode], len(rec) - FLAGS_OFFSET, opaque) + rec[CAS_OFFSET:]
+        if rec is not None and opcode in prefixes
         else _one_get(key, opcode, opaque, rec)
         for key, opcode, opaque, rec in zip(run.keys, opcodes, opaques, records)
     ])
@@ -560,7 +569,7 @@ def get_reply(opaque: int, rec: bytes | None) -> bytes:
     if rec is None:
         return _header(_GET, 0, 0, 1, 9, opaque, 0) + b"Not found"
     body = len(rec) - FLAGS_OFFSET
-    header = _PACK_PREFIX(RESPONSE_MAGIC, _GET, 0, 4, 0, 0, body, opaque)
+    header = _PACK_HIT(_GET_HIT_PREFIX, body, opaque)
     if body < COPY_LIMIT:
         return header + rec[CAS_OFFSET:]
     return b"".join((header, memoryview(rec)[CAS_OFFSET:]))

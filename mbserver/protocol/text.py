@@ -647,6 +647,10 @@ _FLAGS_UNPACK = FLAGS.unpack_from
 # a single formatting call instead of a header, a slice and two joins.
 _SMALL_ITEM = b"VALUE %b %d %d\r\n%b\r\n"
 _SMALL_ITEM_END = _SMALL_ITEM + _END
+# The same with flags 0, the commonest, written in: a number formatted is a
+# tenth of a small item's cost (callgrind).
+_SMALL_ITEM_0 = b"VALUE %b 0 %d\r\n%b\r\n"
+_SMALL_ITEM_0_END = _SMALL_ITEM_0 + _END
 
 
 def _value_line(key: bytes, rec: bytes, with_cas: bool) -> bytes:
@@ -688,9 +692,11 @@ def _frame_small_values(run: GetMany, records: list) -> bytes:
         return b"".join([
             _one_value(key, True, rec) for key, rec in zip(run.keys, records) if rec is not None
         ])
-    flags = _FLAGS_UNPACK
+    unpack = _FLAGS_UNPACK
     return b"".join([
-        _SMALL_ITEM % (key, flags(rec, FLAGS_OFFSET)[0], len(rec) - VALUE_OFFSET, rec[VALUE_OFFSET:])
+        _SMALL_ITEM_0 % (key, len(rec) - VALUE_OFFSET, rec[VALUE_OFFSET:])
+        if not (flags := unpack(rec, FLAGS_OFFSET)[0])
+        else _SMALL_ITEM % (key, flags, len(rec) - VALUE_OFFSET, rec[VALUE_OFFSET:])
         for key, rec in zip(run.keys, records)
         if rec is not None
     ])
@@ -707,6 +713,8 @@ def get_reply(key: bytes, rec: bytes | None) -> bytes:
     length = len(rec) - VALUE_OFFSET
     if length < COPY_LIMIT:
         flags = _FLAGS_UNPACK(rec, FLAGS_OFFSET)[0]
+        if not flags:
+            return _SMALL_ITEM_0_END % (key, length, rec[VALUE_OFFSET:])
         return _SMALL_ITEM_END % (key, flags, length, rec[VALUE_OFFSET:])
     return b"".join((_value_line(key, rec, False), memoryview(rec)[VALUE_OFFSET:], _CRLF_END))
 

@@ -30,7 +30,7 @@ from gevent.server import StreamServer
 from .auth import Authenticator
 from .commands import Commands
 from .config import Settings
-from .connection import Connection
+from .connection import Connection, TimedConnection
 from .rwlock import RWLock
 from .snapshot import Snapshots
 from .statgroups import address
@@ -339,10 +339,13 @@ class Server:
         if self.tls is not None and not unix:
             # The handshake runs in this greenlet, under a timeout (connection.py).
             raw = self.tls.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-        connection = Connection(
-            raw, peer, self.commands, stats, self.settings, self.auth,
-            observe_batch=self._observe_batch,
-        )
+        if self._observe_batch is None:
+            connection = Connection(raw, peer, self.commands, stats, self.settings, self.auth)
+        else:
+            connection = TimedConnection(
+                raw, peer, self.commands, stats, self.settings, self.auth,
+                observe_batch=self._observe_batch,
+            )
         if unix:
             # `stats conns` shows a unix client as `unix:` (logs keep the path).
             connection.info.peer = "unix"

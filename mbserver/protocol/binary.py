@@ -228,6 +228,10 @@ def _fits(rule: _Rule, keylen: int, extlen: int, bodylen: int) -> bool:
 class BinaryParser:
     """Incremental request parser: ``feed(bytes)``, then ``next()`` until None."""
 
+    # Slots: a lone request reads max_item_size, and with 1,000 busy
+    # connections each object a request touches is likely a cache miss.
+    __slots__ = ("max_item_size", "_sasl", "buffer", "feed")
+
     def __init__(self, max_item_size: int = 1 << 20, sasl: bool = False):
         self.max_item_size = max_item_size
         self._sasl = sasl  # parse SASL opcodes as commands (authentication is on)

@@ -186,6 +186,8 @@ class MetaParsing:
     a command line's tokens and returns a request, a ``Reply``, or what
     ``TextParser.expect_block`` returns while ms waits for its data."""
 
+    __slots__ = ()  # TextParser's slots are its own
+
     max_item_size: int
     buffer: ReceiveBuffer
 

@@ -175,6 +175,9 @@ def _is_get_line(buf: bytes, pos: int) -> bool:
 class TextParser(meta.MetaParsing):
     """Incremental text-protocol parser: ``feed(bytes)``, then ``next()`` until None."""
 
+    # Slots: as BinaryParser's.
+    __slots__ = ("max_item_size", "buffer", "feed", "_long_line", "_block", "_commands")
+
     def __init__(self, max_item_size: int = 1 << 20):
         self.max_item_size = max_item_size
         self.buffer = ReceiveBuffer()

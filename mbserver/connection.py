@@ -63,6 +63,14 @@ _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError)
 _SEND_WOULD_BLOCK = (*_WOULD_BLOCK, ssl.SSLWantWriteError)
 
 _READ, _WRITE = 1, 2  # libev/libuv event masks
+# A plain non-blocking socket (``_nonblocking``) is read and written as its
+# descriptor: the same system calls (send with no flags is write), raising
+# the same errors, with less argument parsing around them (callgrind: ~700
+# instructions a request). The socket is closed only after serve() returns
+# (server), so the descriptor cannot be reused under a running connection.
+# The choice is written out where replies are sent, not made once as a
+# partial: that would be three more objects of the connection's for each
+# request to touch.
 _read, _write = os.read, os.write
 
 # What _answer reports.
@@ -143,13 +151,6 @@ class Connection:
             and gettimeout is not None
             and gettimeout() == 0.0
         )
-        # A plain non-blocking socket is read and written as its descriptor
-        # (os.read, os.write): the same system calls (send with no flags is
-        # write), raising the same errors, with less argument parsing
-        # around them (callgrind: ~700 instructions a request). The socket
-        # is closed only after serve() returns (server). Written out where
-        # it is sent to, rather than a partial: that would be three more
-        # objects of this connection's for each request to touch.
 
     @property
     def idle(self) -> bool:
@@ -375,7 +376,7 @@ class Connection:
             # takes it back; this is only a late event): not ours to read.
             return
         try:
-            data = _read(self._fd, RECV_SIZE)  # as sock.recv (see __init__)
+            data = _read(self._fd, RECV_SIZE)  # as sock.recv (see _read)
         except BlockingIOError:
             return
         except BaseException as error:

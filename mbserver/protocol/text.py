@@ -762,13 +762,21 @@ _STORE_REPLIES = {
     TOO_LARGE: b"SERVER_ERROR object too large for cache\r\n",
     NO_MEMORY: b"SERVER_ERROR out of memory storing object\r\n",
 }
+_STORED = _STORE_REPLIES[OK]
 _NOT_FOUND = b"NOT_FOUND\r\n"
 _VERSION = b"VERSION %b\r\n" % PROTOCOL_VERSION.encode()
 
 
 def store_reply(request: Request, result: Result) -> bytes:
-    """The reply to a store (set, add, replace, append, prepend, cas); b"" for noreply."""
-    return b"" if request.quiet else _STORE_REPLIES[result.status]
+    """The reply to a store (set, add, replace, append, prepend, cas); b"" for noreply.
+
+    STORED is tested for first: a Status is an Enum, whose hash is a Python
+    call (callgrind: 700 instructions a set).
+    """
+    if request.quiet:
+        return b""
+    status = result.status
+    return _STORED if status is OK else _STORE_REPLIES[status]
 
 
 def _write_store(request: Request, result: Result, out: list) -> int:

@@ -322,9 +322,15 @@ class Connection:
     def _after_batch(self) -> None:
         """Every reply is sent: note what `stats conns` and the lone GET need to know."""
         protocol = self.protocol
-        partial = protocol.parser.partial
-        self.info.state = "conn_nread" if partial else "conn_waiting"
-        self._fresh = protocol.lone is not None and protocol.parser.empty
+        parser = protocol.parser
+        # An empty parser holds no part of a request: one property asked,
+        # not two, after most batches.
+        if parser.empty:
+            self.info.state = "conn_waiting"
+            self._fresh = protocol.lone is not None
+        else:
+            self.info.state = "conn_nread" if parser.partial else "conn_waiting"
+            self._fresh = False
 
     # -- waiting for the next request --------------------------------------
 

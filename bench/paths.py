@@ -9,7 +9,7 @@ request (the minimum over the repeats, which is the figure least disturbed
 by a busy machine) for:
 
 - binary: a lone GET (hit), a lone SET, a pipelined run of 10 GETs;
-- text: a lone `get`, a lone `set`, `get` of 100 keys (per key).
+- text: a lone `get`, a lone `set`, `get` of 10 and of 100 keys (per key).
 
 With `--keys K` the GETs cycle through K stored keys instead of one, which
 adds the cache misses a large store costs. With `--hot-keys N` the command
@@ -81,6 +81,7 @@ def paths(keys: list[bytes]) -> list[tuple[str, list[bytes], int]]:
         ("binary 10 pipelined GETs, per GET", [b"".join(binary_get(k) for k in (keys * 10)[:10])], 10),
         ("text get (lone, hit)", [b"get %b\r\n" % k for k in keys], 1),
         ("text set (lone)", [b"set %b 0 0 %d\r\n%b\r\n" % (keys[0], len(VALUE), VALUE)], 1),
+        ("text get of 10 keys, per key", [b"get " + b" ".join((keys * 10)[:10]) + b"\r\n"], 10),
         ("text get of 100 keys, per key", [b"get " + b" ".join((keys * 100)[:100]) + b"\r\n"], 100),
     ]
 

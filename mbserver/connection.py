@@ -255,11 +255,14 @@ class Connection:
             # The lone GET or SET: a read holding exactly one plain GET or
             # SET, the commonest requests of all, is answered without
             # feeding the parser, building a run or a reply list, through
-            # the same command layer. _fresh says the parser is empty and
-            # the protocol allows it (see _after_batch).
+            # the same command layer. A read holding exactly one multi-get
+            # skips the parser too (_answer_run). _fresh says the parser is
+            # empty and the protocol allows it (see _after_batch).
             if self._fresh and (lone := self._lone(data)) is not None:
                 if lone.__class__ is tuple:
                     reply = self._get_reply(lone[1], self.commands.get_record(lone[0]))
+                elif lone.__class__ is GetMany:
+                    return self._answer_run(lone, may_wait)
                 else:
                     reply = self._store_reply(lone, self.commands.store_request(lone))
                 self.info.last_cmd = self._clock()
@@ -278,6 +281,20 @@ class Connection:
         elif self._out and not self._flush(self._out, may_wait):
             return _HAND_OFF
         return self._answer_batch(may_wait)
+
+    def _answer_run(self, run: GetMany, may_wait: bool) -> int:
+        """``_answer`` for a read that is exactly one run of GETs (a multi-get):
+        the protocol answers it as it would from the parser, without the
+        parser. A run too large to write at once goes on in _answer_batch."""
+        protocol = self.protocol
+        out = self._out
+        protocol.answer_gets(run, out, 0)
+        if protocol.unfinished is not None:
+            return self._answer_batch(may_wait)
+        self.info.last_cmd = self._clock()
+        if out and not self._flush(out, may_wait):
+            return _HAND_OFF
+        return _DONE
 
     def _answer_batch(self, may_wait: bool) -> int:
         """The general case of ``_answer``: every request the parser holds."""

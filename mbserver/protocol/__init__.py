@@ -60,11 +60,13 @@ class Parser(Interface):
         None until more is fed; raises ``ProtocolError`` when the stream
         cannot go on."""
 
-    def lone(self, data: bytes) -> tuple[bytes, object] | Request | None:
-        """The request ``data`` holds if it is exactly one plain GET or SET:
-        ``(key, context)`` for a GET (for ``Protocol.get_reply``), the
-        ``Request`` for a SET (for ``Protocol.store_reply``); else None (then
-        feed it). Asked only while the parser is ``empty``."""
+    def lone(self, data: bytes) -> tuple[bytes, object] | GetMany | Request | None:
+        """The request ``data`` holds if it is exactly one plain GET or SET,
+        or one multi-get: ``(key, context)`` for a GET (for
+        ``Protocol.get_reply``), the ``GetMany`` for a multi-get (for
+        ``Protocol.answer_gets``), the ``Request`` for a SET (for
+        ``Protocol.store_reply``); else None (then feed it). Asked only
+        while the parser is ``empty``."""
 
 
 class Protocol(Interface):

@@ -272,8 +272,9 @@ class BinaryParser:
             HEADER.unpack_from(buf, pos)
         )
         if opcode in _GET_OPCODES:
-            run = self._get_run(buf, pos)
+            run, end = self._get_run(buf, pos)
             if run is not None:
+                buffer.pos = end
                 return run
             # Malformed (rejected below), or not all here yet (waited for below).
         if magic != REQUEST_MAGIC:
@@ -360,8 +361,10 @@ class BinaryParser:
             ),
         )
 
-    def _get_run(self, buf: bytes, pos: int) -> GetMany | None:
-        """The complete GET-family packets from pos on, as one GetMany.
+    @staticmethod
+    def _get_run(buf: bytes, pos: int) -> tuple[GetMany | None, int]:
+        """The complete GET-family packets from pos on, as one GetMany (None
+        if there are none), and where they end.
 
         A pipelined or multi-get batch is answered with one store call, not
         one per key. The run stops at anything else, which ``next`` then
@@ -389,14 +392,15 @@ class BinaryParser:
             opaques.append(opaque)
             pos = end
         if not keys:
-            return None
-        self.buffer.pos = pos
-        return _new(GetMany, (keys, (opcodes, opaques)))
+            return None, pos
+        return _new(GetMany, (keys, (opcodes, opaques))), pos
 
     def lone(self, data: bytes) -> tuple[bytes, int] | Request | None:
         """The request ``data`` holds if it is exactly one plain GET (opcode
-        0x00) or SET (0x01); else None, and ``data`` is to be fed. Only for
-        a parser that is ``empty`` (the caller checks, once per batch).
+        0x00) or SET (0x01), or one run of GET-family packets (a pipelined
+        multi-get, as the ``GetMany`` that ``next`` makes); else None, and
+        ``data`` is to be fed. Only for a parser that is ``empty`` (the
+        caller checks, once per batch).
 
         A read holding one GET or one SET is the commonest request of all;
         this lets it skip the buffering, run building and dispatch of feed
@@ -409,7 +413,15 @@ class BinaryParser:
             magic_opcode, keylen, extlen, bodylen, opaque = _GET_FIELDS.unpack_from(data)
         except struct.error:  # shorter than a header
             return None
-        if len(data) != HEADER_SIZE + bodylen or data.__class__ is not bytes:
+        if data.__class__ is not bytes:
+            return None
+        if len(data) != HEADER_SIZE + bodylen:
+            if magic_opcode in _GET_MAGIC_OPCODES:
+                # Exactly a run of GET-family packets: the GetMany next
+                # would make of it.
+                run, end = self._get_run(data, 0)
+                if end == len(data):
+                    return run
             return None
         if magic_opcode == _GET_MAGIC_OPCODE:
             if bodylen == keylen and not extlen and 0 < keylen <= MAX_KEY_LENGTH:

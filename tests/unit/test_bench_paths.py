@@ -28,7 +28,7 @@ def test_a_short_run_reports_every_path():
     lines = result.stdout.splitlines()
     assert "20 key(s)" in lines[0]
     figures = [line for line in lines[1:] if line.endswith(" us")]
-    assert len(figures) == 6
+    assert len(figures) == 7
     assert all(float(line.split()[-2]) > 0 for line in figures)
 
 

@@ -1128,7 +1128,9 @@ def memcached_get_reply(opcode: int, opaque: int, key: bytes, item: Item | None)
 
 
 class TestLone:
-    """lone takes a read that is exactly one plain GET or SET; get_reply and store_reply answer it."""
+    """lone takes a read that is exactly one plain GET or SET, or one run of
+    GET-family packets; get_reply and store_reply answer the first two,
+    answer_gets the run."""
 
     def test_one_get_gives_its_key_and_opaque(self, wire):
         assert BinaryParser().lone(wire.request(0x00, b"k" * 250, opaque=OPAQUE)) == (
@@ -1181,7 +1183,12 @@ class TestLone:
             pytest.param(lambda w: w.request(0x01, b"k", b"\0" * 8, b"v")[:-1], id="set incomplete"),
             pytest.param(lambda w: w.request(0x00, b"k") + w.request(0x0A), id="then more"),
             pytest.param(lambda w: w.request(0x01, b"k", b"\0" * 8) * 2, id="two sets"),
-            pytest.param(lambda w: w.request(0x00, b"k") * 2, id="two gets"),
+            pytest.param(lambda w: w.request(0x00, b"k") * 2 + w.request(0x01, b"k", b"\0" * 8),
+                         id="gets then a set"),
+            pytest.param(lambda w: w.request(0x00, b"k") * 2 + w.request(0x00, b"k")[:-1],
+                         id="gets then part of one"),
+            pytest.param(lambda w: w.request(0x00, b"k") + w.request(0x00, b"k" * 251),
+                         id="a get then a key too long"),
             pytest.param(lambda w: w.request(0x00, keylen=0), id="no key"),
         ],
     )
@@ -1190,6 +1197,28 @@ class TestLone:
         parser = BinaryParser()
         assert parser.lone(data) is None
         assert parser.buffered == 0  # nothing consumed: the caller feeds it
+
+    @pytest.mark.parametrize(
+        "packets",
+        [
+            pytest.param(lambda w: w.request(0x00, b"k") * 2, id="two gets"),
+            pytest.param(
+                lambda w: b"".join(
+                    w.request(opcode, b"key%d" % opcode, opaque=opcode) for opcode in (0x00, 0x09, 0x0C, 0x0D)
+                ),
+                id="every get opcode",
+            ),
+            pytest.param(lambda w: b"".join(w.request(0x00, b"%d" % i) for i in range(100)), id="100 gets"),
+            pytest.param(lambda w: w.request(0x09, b"k" * 250) * 2, id="getqs of the longest key"),
+        ],
+    )
+    def test_a_read_that_is_one_run_of_gets_is_the_run_next_makes(self, wire, packets):
+        data = packets(wire)
+        parsed = BinaryParser()
+        parsed.feed(data)
+        lone = BinaryParser().lone(data)
+        assert isinstance(lone, GetMany) and lone == parsed.next()
+        assert parsed.next() is None
 
     @settings(max_examples=500, deadline=None)
     @given(
@@ -1201,14 +1230,16 @@ class TestLone:
         by=st.sampled_from([-8, -3, -1, 1, 2, 8]),
         opaque=st.integers(0, 0xFFFFFFFF),
         cas=st.integers(0, 0xFFFFFFFFFFFFFFFF),
+        copies=st.sampled_from([1, 1, 1, 2, 3]),
     )
     def test_what_lone_takes_next_parses_the_same(
-        self, opcode, key, extras, value, lie, by, opaque, cas
+        self, opcode, key, extras, value, lie, by, opaque, cas, copies
     ):
         """Whatever header and body: lone takes a read only as next would parse it.
 
         Most examples are well formed; the rest get one header length (or
-        the read's length) wrong by a little.
+        the read's length) wrong by a little. Some reads hold the packet
+        two or three times (a run, if they are GETs).
         """
         lengths = {"keylen": len(key), "extlen": len(extras), "bodylen": len(key + extras + value)}
         if lie in lengths:
@@ -1220,6 +1251,7 @@ class TestLone:
             data = data[: -abs(by)]
         elif lie == "long":
             data += b"\0" * abs(by)
+        data *= copies
         assert_lone_reads_as_next(
             lambda: BinaryParser(max_item_size=200),
             data,

@@ -228,6 +228,79 @@ def test_a_multi_get_past_the_send_threshold_is_written_in_slices(server, pair, 
     assert server.violations == []
 
 
+def test_multi_gets_read_alone_are_answered_without_switching_into_the_greenlet(
+    server, pair, wire
+):
+    """A read that is exactly one run of GETs skips the parser (Connection._answer_run)."""
+    keys = [b"k%d" % i for i in range(10)]
+    for key in keys:
+        server.store.store(Mode.SET, key, key * 10)
+    with gevent.Timeout(HANG_GUARD):
+        client, task, _ = parked(server, pair, wire)
+        with SwitchCounter() as switches:
+            switches.target = task
+            for i in range(20):
+                client.sendall(
+                    b"".join(wire.request(0x0D, key, opaque=n) for n, key in enumerate(keys))
+                    + wire.request(0x0D, b"missing", opaque=98)
+                    + wire.request(0x0C, b"missing", opaque=99)
+                )
+                size = sum(24 + 4 + len(key) + 10 * len(key) for key in keys) + 24 + 7
+                replies = wire.responses(read_exactly(client, size))
+                assert [(r.opaque, r.key, r.value) for r in replies] == [
+                    *((n, key, key * 10) for n, key in enumerate(keys)), (99, b"missing", b"")
+                ]
+        assert switches.count == 0
+        client.close()
+        task.get()
+    assert server.violations == []
+    assert server.stats.cmd_get == 20 * 12 and server.stats.get_misses == 40
+
+
+@pytest.mark.parametrize("sndbuf", [None, 4096], ids=["buffer takes it", "buffer full"])
+def test_a_multi_get_read_alone_past_the_send_threshold_is_written_in_slices(
+    server, pair, wire, sndbuf
+):
+    value = b"m" * (300 << 10)
+    keys = [b"m%d" % i for i in range(10)]
+    for key in keys:
+        server.store.store(Mode.SET, key, value)
+    with gevent.Timeout(HANG_GUARD):
+        client, task, _ = parked(server, pair, wire, sndbuf=sndbuf)
+        client.sendall(b"".join(wire.request(0x00, key, opaque=i) for i, key in enumerate(keys)))
+        replies = wire.responses(read_exactly(client, 10 * (24 + 4 + len(value))))
+        assert [r.opaque for r in replies] == list(range(10))
+        assert all(r.value == value for r in replies)
+        # Then a small request is answered again, from the callback.
+        client.sendall(wire.request(0x00, keys[0], opaque=77) * 2)
+        replies = wire.responses(read_exactly(client, 2 * (24 + 4 + len(value))))
+        assert [r.opaque for r in replies] == [77, 77]
+        client.close()
+        task.get()
+    assert server.violations == []
+
+
+def test_a_text_multi_get_read_alone_is_answered_from_the_callback(server, pair):
+    for key in (b"a", b"b"):
+        server.store.store(Mode.SET, key, key * 3, flags=7 if key == b"b" else 0)
+    client, raw = pair()
+    with gevent.Timeout(HANG_GUARD):
+        task, _ = serve(server, raw)
+        client.sendall(b"version\r\n")
+        read_exactly(client, len(b"VERSION ") + 2)
+        assert client.recv(100).endswith(b"\r\n")
+        gevent.sleep(0.01)
+        with SwitchCounter() as switches:
+            switches.target = task
+            client.sendall(b"get a missing b\r\n")
+            expected = b"VALUE a 0 3\r\naaa\r\nVALUE b 7 3\r\nbbb\r\nEND\r\n"
+            assert read_exactly(client, len(expected)) == expected
+        assert switches.count == 0
+        client.close()
+        task.get()
+    assert server.violations == []
+
+
 def test_a_busy_lock_hands_the_request_to_the_greenlet(server, pair, wire):
     server.store.store(Mode.SET, b"k", b"v")
     with gevent.Timeout(HANG_GUARD):

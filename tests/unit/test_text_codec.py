@@ -743,8 +743,9 @@ def test_a_large_value_is_written_without_a_copy():
 
 
 class TestLone:
-    """lone takes a read that is exactly one ``get <key>`` or plain ``set``;
-    get_reply and store_reply answer it."""
+    """lone takes a read that is exactly one ``get <key>``, one ``get`` of
+    several keys, or one plain ``set``; get_reply and store_reply answer the
+    first and the last, answer_gets the get of several."""
 
     def test_one_get_gives_its_key(self):
         assert TextParser().lone(b"get " + b"k" * 250 + b"\r\n") == (b"k" * 250, b"k" * 250)
@@ -767,7 +768,30 @@ class TestLone:
     @pytest.mark.parametrize(
         "data",
         [
-            b"get a b\r\n",  # two keys
+            b"get a b\r\n",
+            b"get " + b" ".join(b"key:%d" % i for i in range(100)) + b"\r\n",
+            b"get " + b"k" * 250 + b" " + b"j" * 250 + b"\r\n",
+            b"get a\tb c\x01\r\n",  # a tab or control byte is part of a key to memcached too
+        ],
+    )
+    def test_a_get_of_several_keys_is_the_run_next_makes(self, data):
+        parser = TextParser()
+        parser.feed(data)
+        lone = TextParser().lone(data)
+        assert isinstance(lone, GetMany) and lone == parser.next()
+        assert parser.next() is None
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            b"get a  b\r\n",  # memcached skips the empty token; the parser does that
+            b"get a b \r\n",
+            b"get a b\n",
+            b"get a b\r\r\n",
+            b"get a b\0c\r\n",
+            b"get a " + b"k" * 251 + b"\r\n",
+            b"get a b\r\nget c\r\n",
+            b"get a\rb c\r\n",
             b"get  a\r\n",  # memcached skips the empty token; the parser does that
             b"get a \r\n",
             b"get a\n",  # no \r: memcached accepts it, the parser handles it

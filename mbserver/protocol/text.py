@@ -270,10 +270,10 @@ class TextParser(meta.MetaParsing):
         if match is not None:
             key = match.group(1)
             return key, key
-        if data.startswith(b"get ") and data.endswith(b"\r\n"):
-            return _lone_gets(data)
         match = _LONE_SET(data)
         if match is None:
+            if data.startswith(b"get ") and data.endswith(b"\r\n"):
+                return _lone_gets(data)
             return None
         key, flags, exptime, length = match.groups()
         flags = int(flags)

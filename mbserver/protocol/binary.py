@@ -395,7 +395,7 @@ class BinaryParser:
             return None, pos
         return _new(GetMany, (keys, (opcodes, opaques))), pos
 
-    def lone(self, data: bytes) -> tuple[bytes, int] | Request | None:
+    def lone(self, data: bytes) -> tuple[bytes, int] | GetMany | Request | None:
         """The request ``data`` holds if it is exactly one plain GET (opcode
         0x00) or SET (0x01), or one run of GET-family packets (a pipelined
         multi-get, as the ``GetMany`` that ``next`` makes); else None, and

@@ -161,7 +161,7 @@ _MEMCACHED_ONLY = frozenset((b"lru_crawler", b"watch", b"lru", b"extstore"))
 
 
 def _lone_gets(data: bytes) -> GetMany | None:
-    """The GetMany of ``data`` if it is exactly ``get <key> <key>...\r\n``
+    """The GetMany of ``data`` if it is exactly ``get <key> <key>...\\r\\n``
     with single spaces and keys memcached's tokenizer takes as they are, as
     the parser would make it; else None. Each test is one scan in C."""
     keys = data[4:-2].split(b" ")
@@ -251,7 +251,7 @@ class TextParser(meta.MetaParsing):
         """Holds nothing: what ``lone`` needs before it may be asked."""
         return self._block is None and self.buffer.empty
 
-    def lone(self, data: bytes) -> tuple[bytes, bytes] | Request | None:
+    def lone(self, data: bytes) -> tuple[bytes, bytes] | GetMany | Request | None:
         """The request ``data`` holds if it is exactly ``get <key>\\r\\n``, a
         ``get`` of several keys (a ``GetMany``), or one plain ``set`` with
         its data block; else None, and ``data`` is to be fed. Only for a

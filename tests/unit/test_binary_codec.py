@@ -1214,11 +1214,8 @@ class TestLone:
     )
     def test_a_read_that_is_one_run_of_gets_is_the_run_next_makes(self, wire, packets):
         data = packets(wire)
-        parsed = BinaryParser()
-        parsed.feed(data)
-        lone = BinaryParser().lone(data)
-        assert isinstance(lone, GetMany) and lone == parsed.next()
-        assert parsed.next() is None
+        assert isinstance(BinaryParser().lone(data), GetMany)
+        assert_lone_reads_as_next(BinaryParser, data, as_run=None)
 
     @settings(max_examples=500, deadline=None)
     @given(

@@ -775,11 +775,8 @@ class TestLone:
         ],
     )
     def test_a_get_of_several_keys_is_the_run_next_makes(self, data):
-        parser = TextParser()
-        parser.feed(data)
-        lone = TextParser().lone(data)
-        assert isinstance(lone, GetMany) and lone == parser.next()
-        assert parser.next() is None
+        assert isinstance(TextParser().lone(data), GetMany)
+        assert_lone_reads_as_next(TextParser, data, as_run=None)
 
     @pytest.mark.parametrize(
         "data",

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     server = Server(settings)
+    server.handle_signals()
     try:
         server.start()
     except OSError as error:

@@ -203,11 +203,20 @@ class Server:
             remove_unix(self.settings.unix_socket, self._unix_file)
             self._unix_file = None
 
-    def serve_forever(self) -> None:
-        """Serve until SIGTERM or SIGINT (or an allowed `shutdown`), then stop gracefully."""
+    def handle_signals(self) -> None:
+        """Stop gracefully on SIGTERM or SIGINT, reload the TLS files on SIGHUP.
+
+        Called before ``start``: a signal sent as soon as the port accepts
+        (a supervisor's, a test's) must find the handlers in place, not kill
+        the process. The hub runs them once ``serve_forever`` waits.
+        """
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_signal, signum)
         gevent.signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def serve_forever(self) -> None:
+        """Serve until a signal (``handle_signals``) or an allowed `shutdown`
+        stops the server, gracefully."""
         self._stopped.wait()
 
     def _on_signal(self, signum: int) -> None:

@@ -25,7 +25,7 @@ _SIZE = re.compile(r"([0-9]+)([kKmMgG]?)[bB]?")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Settings:
     host: str | None = "127.0.0.1"  # None: no TCP listener (only --unix-socket)
     port: int = 11211

@@ -137,6 +137,22 @@ _SET, _ADD, _REPLACE, _APPEND, _PREPEND = (
 )
 
 
+def _table_bytes(table: dict | set) -> int:
+    """A dict's or set's own size in memory, its hash table without the
+    objects it holds: ``sys.getsizeof`` where the interpreter has it.
+    PyPy has none; there, the size of a CPython dict of that many entries
+    (a power-of-two index at most two-thirds full, 24 bytes an entry),
+    which says nothing of the space deleted entries still hold."""
+    try:
+        return sys.getsizeof(table)
+    except TypeError:
+        slots = 8
+        while slots * 2 < len(table) * 3:
+            slots <<= 1
+        index_bytes = 1 if slots <= 0x80 else 2 if slots <= 0x8000 else 4 if slots <= 1 << 31 else 8
+        return slots * index_bytes + (slots * 2 // 3) * 24
+
+
 def _cas(rec: bytes) -> int:
     return CAS.unpack_from(rec, CAS_OFFSET)[0]
 
@@ -402,7 +418,7 @@ class Store:
 
     def table_bytes(self) -> int:
         """The item table's own size in memory (its hash table, not the items)."""
-        return sys.getsizeof(self._items)
+        return _table_bytes(self._items)
 
     # -- walking the table a slice at a time (dumps, the crawler, stats sizes) --
 
@@ -912,7 +928,7 @@ class Store:
         # read, its table would keep ~32 bytes per loaded item. Under memory
         # pressure, rebuild it to its size.
         unfetched = self._unfetched
-        if sys.getsizeof(unfetched) > 64 * len(unfetched) + (1 << 16):
+        if _table_bytes(unfetched) > 64 * len(unfetched) + (1 << 16):
             self._unfetched = set(unfetched)
 
     def _drop_oldest(self, excess: int, most: int) -> None:

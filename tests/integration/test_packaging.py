@@ -99,7 +99,7 @@ def test_wheel_metadata_is_complete_for_an_index_page(wheel):
     assert metadata["Name"] == "mbserver"
     assert metadata["Version"] == mbserver.__version__
     assert metadata["Summary"].startswith("A memcached-compatible cache server")
-    assert metadata["Requires-Python"] == ">=3.11"
+    assert metadata["Requires-Python"] == ">=3.9"
     assert metadata["License-Expression"] == "MIT"
     assert metadata["License-File"] == "LICENSE"
     assert f"{dist_info}/licenses/LICENSE" in names

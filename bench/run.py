@@ -95,7 +95,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--items", type=int, default=1_000_000, help="items stored for row (e) (default 1,000,000)")
     p.add_argument("--idle-connections", type=int, default=5000, help="connections held open for row (f) (default 5,000)")
     p.add_argument("--output", type=Path, default=HERE / "results.md", help="where the Markdown report goes")
+    p.add_argument("--server-python", metavar="PYTHON",
+                   help="the interpreter that runs mbserver, e.g. .venv-pypy/bin/python for PyPy "
+                        "(default $MBSERVER_PYTHON, else the one running this)")
     args = p.parse_args(argv)
+    if args.server_python:
+        # servers.command starts mbserver with it (mbserver.testing.server_command).
+        os.environ["MBSERVER_PYTHON"] = args.server_python
     args.rounds = args.rounds or (2 if args.quick else 5)
     args.duration = args.duration or (2 if args.quick else 5)
     if unknown := set(args.workloads) - set("abcdefg"):
@@ -254,11 +260,15 @@ def machine() -> dict[str, str]:
         "cpu": model,
         "ram": f"{mem_kib / 2**20:.1f} GiB",
         "kernel": platform.release(),
-        "python": platform.python_version(),
+        "python": version([servers.server_command()[0], "-c", IMPLEMENTATION]),
         "memcached": version([servers.MEMCACHED, "-V"]),
-        "mbserver": version([sys.executable, "-m", "mbserver", "--version"]),
+        "mbserver": version(servers.server_command("--version")),
         "memcaslap": version([memaslap.MEMASLAP, "-V"]),
     }
+
+
+# What the report says mbserver ran on: "CPython 3.11.7", "PyPy 3.9.16".
+IMPLEMENTATION = "import platform; print(platform.python_implementation(), platform.python_version())"
 
 
 def fmt_rate(value: float) -> str:
@@ -321,7 +331,7 @@ def render(args: argparse.Namespace, report: Report, info: dict[str, str], start
         f"- date: {started.strftime('%Y-%m-%d %H:%M:%S %Z')} ({elapsed:.0f} s)",
         f"- machine: {info['nproc']} CPUs (nproc), {info['cpu']}, {info['ram']} RAM, Linux {info['kernel']}; "
         f"load average {load[0]} at start, {load[1]} at end",
-        f"- software: {info['memcached']}; {info['mbserver']} on Python {info['python']}; {info['memcaslap']}",
+        f"- software: {info['memcached']}; {info['mbserver']} on {info['python']}; {info['memcaslap']}",
         f"- settings: `-m {args.memory_mib} -c {args.idle_connections + 1000}` for both servers"
         + (f"; memcaslap `-T {args.client_threads} -c 16`, {args.protocol} protocol, {args.rounds} rounds × "
            f"{args.duration} s per server and workload, alternating memcached, mbserver, ..." if report.rounds else ""),

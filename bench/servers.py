@@ -22,6 +22,9 @@ from pathlib import Path
 import mcclient
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from mbserver.testing import server_command  # noqa: E402  (after the path)
+
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 
 
@@ -50,7 +53,8 @@ def command(kind: str, port: int, memory_mib: int, max_conns: int) -> list[str]:
             cmd += ["-u", "root"]  # memcached refuses to run as root without it
         return cmd
     if kind == "mbserver":
-        return [sys.executable, "-m", "mbserver", f"127.0.0.1:{port}", "-m", str(memory_mib), "-c", str(max_conns)]
+        # $MBSERVER_PYTHON, if set, runs it (run.py --server-python).
+        return server_command(f"127.0.0.1:{port}", "-m", str(memory_mib), "-c", str(max_conns))
     raise ValueError(kind)
 
 

@@ -7,7 +7,9 @@ What lives here: ``running_server(**options)``, a context manager;
 arguments and the server's environment.
 What does not: anything pytest-specific (``mbserver.pytest_plugin`` is a
 thin layer over this module), nor the server itself, which runs as
-``python -m mbserver`` with the current interpreter.
+``python -m mbserver``: with the current interpreter, or with the one the
+environment variable MBSERVER_PYTHON names (``server_command``), so that
+the same tests can drive a server under PyPy.
 
 A server starts on a port of its own choosing (port 0) and this module reads
 the port from its "listening on IP:PORT" log line, so two test runs never
@@ -45,6 +47,13 @@ _LISTENING_UNIX = re.compile(rb"\blistening on unix:")
 _ERROR_LINE = re.compile(
     rb"(?:\A|\r\n)(?:ERROR|CLIENT_ERROR [^\r\n]*|SERVER_ERROR [^\r\n]*)\r\n\Z"
 )
+
+
+def server_command(*args: str) -> list[str]:
+    """The command line that starts a server: ``python -m mbserver`` with
+    ``args``, run by $MBSERVER_PYTHON if set (a PyPy, say), else by this
+    interpreter."""
+    return [os.environ.get("MBSERVER_PYTHON") or sys.executable, "-m", "mbserver", *args]
 
 
 class ServerError(RuntimeError):
@@ -350,7 +359,7 @@ def start_server(
     ``auth_file`` and ``tls_cert`` (not from the same options given in ``args``).
     """
     address = [] if port is None else [format_address(host, port)]
-    argv = [sys.executable, "-m", "mbserver", *address, *option_arguments(options), *args]
+    argv = server_command(*address, *option_arguments(options), *args)
     credentials = None
     if username is not None and password is not None:
         credentials = (username, password)

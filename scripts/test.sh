@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, then run it: the README's test
-# command, and exactly what CI runs (.ci/run). Extra arguments go to pytest.
+# command, and exactly what CI runs (.ci/run).
+#
+# With no arguments, two passes: the whole suite on this Python (python3),
+# then the end-to-end tests again with every server they start running on
+# PyPy (MBSERVER_PYTHON, see tests/integration/support.py), the interpreter
+# the README's Performance figures are measured on. Arguments go to pytest
+# and make it one pass, on python3, or on $MBSERVER_PYTHON if it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the integration tests drive: the reference memcached (and
-# the memcached-tool script it ships, which needs perl), libmemcached-tools
-# (memccapable, memcaslap), twemproxy (nutcracker), and openssl for the TLS
-# tests' throwaway certificates. Under CI=true a test whose tool is missing
-# fails instead of skipping.
+# Debian packages the tests drive: the reference memcached (and the
+# memcached-tool script it ships, which needs perl), libmemcached-tools
+# (memccapable, memcaslap), twemproxy (nutcracker), openssl for the TLS
+# tests' throwaway certificates, and PyPy with its venv module. Under
+# CI=true a test whose tool is missing fails instead of skipping.
 missing=()
 command -v memcached >/dev/null && [ -f /usr/share/memcached/scripts/memcached-tool ] ||
     missing+=(memcached)
@@ -16,6 +22,11 @@ command -v perl >/dev/null || missing+=(perl)
 command -v memccapable >/dev/null || missing+=(libmemcached-tools)
 command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || missing+=(nutcracker)
 command -v openssl >/dev/null || missing+=(openssl)
+two_passes=$(( $# == 0 && ${#MBSERVER_PYTHON} == 0 ))
+if ((two_passes)); then
+    command -v pypy3 >/dev/null || missing+=(pypy3)
+    dpkg -s pypy3-venv >/dev/null 2>&1 || missing+=(pypy3-venv)
+fi
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
@@ -23,6 +34,23 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
-    -r requirements-dev.txt
-exec python3 -m pytest "$@"
+pip_install() {
+    "$1" -m pip install -q --disable-pip-version-check --root-user-action=ignore "${@:2}"
+}
+pip_install python3 -r requirements-dev.txt
+if ((!two_passes)); then
+    exec python3 -m pytest "$@"
+fi
+
+# The server's own requirements in a PyPy venv of the checkout's (gitignored;
+# the first time, pip builds gevent for PyPy: about 2.5 minutes).
+pypy=.venv-pypy
+[ -x "$pypy/bin/python" ] || pypy3 -m venv "$pypy"
+pip_install "$pypy/bin/python" -r requirements.txt
+
+python3 -m pytest
+echo "== again, the end-to-end tests with the servers on PyPy ($pypy/bin/python)"
+# test_packaging installs a wheel into a CPython venv of its own, whose
+# servers run on that venv's interpreter: the first pass covered it.
+MBSERVER_PYTHON="$PWD/$pypy/bin/python" exec python3 -m pytest tests/integration \
+    --ignore tests/integration/test_packaging.py

@@ -28,10 +28,14 @@ def copy_sample(directory: Path) -> Path:
 
 
 def sample_environment(project: Path, repo_on_path: bool) -> dict[str, str]:
-    """This environment, with the repository on PYTHONPATH or (for an installed mbserver) not."""
+    """This environment, with the repository on PYTHONPATH or (for an installed
+    mbserver) not: then the servers run on the venv's own interpreter, whatever
+    MBSERVER_PYTHON says, as only it has the package."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHON"))}
     if repo_on_path:
         env["PYTHONPATH"] = str(REPO_ROOT)
+    else:
+        env.pop("MBSERVER_PYTHON", None)
     env["SAMPLE_SERVERS_FILE"] = str(project / "servers")
     return env
 

@@ -6,22 +6,26 @@ alone), waits until it accepts connections and stops everything it started.  Fix
 
 Set MBSERVER_IT_TARGET=memcached to run the mbserver-facing tests against the
 real memcached instead: that is how the expectations themselves are checked.
+Set MBSERVER_PYTHON to run every mbserver these tests start with that
+interpreter (PyPy: scripts/test.sh does) while the tests stay on this one.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from mbserver.testing import server_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 10.0
@@ -55,7 +59,17 @@ def format_address(host: str, port: int) -> str:
 
 
 def mbserver_argv(host: str, port: int, args: tuple[str, ...]) -> list[str]:
-    return [sys.executable, "-m", "mbserver", format_address(host, port), *args]
+    return server_command(format_address(host, port), *args)
+
+
+@functools.lru_cache(maxsize=None)
+def server_implementation() -> str:
+    """What runs the mbservers these tests start: "CPython" or "PyPy"."""
+    python = server_command()[0]
+    return subprocess.run(
+        [python, "-c", "import platform; print(platform.python_implementation())"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()
 
 
 def memcached_argv(host: str, port: int, args: tuple[str, ...]) -> list[str]:
@@ -65,7 +79,7 @@ def memcached_argv(host: str, port: int, args: tuple[str, ...]) -> list[str]:
 
 
 def mbserver_unix_argv(path: str, args: tuple[str, ...]) -> list[str]:
-    return [sys.executable, "-m", "mbserver", "--unix-socket", path, *args]
+    return server_command("--unix-socket", path, *args)
 
 
 def memcached_unix_argv(path: str, args: tuple[str, ...]) -> list[str]:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import bmemcached
 import pytest
 from bmemcached.exceptions import MemcachedException
+
+from mbserver.testing import server_command
 
 from .. import packets as P
 from .support import REPO_ROOT, TARGET, Launcher
@@ -358,7 +359,7 @@ def test_passwords_never_reach_the_log(auth_server):
 
 def run_server(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mbserver", "127.0.0.1:0", *args],
+        server_command("127.0.0.1:0", *args),
         check=False,
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,

@@ -6,9 +6,10 @@ import signal
 import socket
 import subprocess
 import time
-import sys
 
 import pytest
+
+from mbserver.testing import server_command
 
 from .. import packets as P
 from .support import REPO_ROOT
@@ -21,7 +22,7 @@ TIMEOUT = 15
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mbserver", *args],
+        server_command(*args),
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,
         capture_output=True,

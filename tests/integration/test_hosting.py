@@ -17,6 +17,8 @@ import time
 import bmemcached
 import pytest
 
+from mbserver.testing import server_command
+
 from .. import packets as P
 from .support import REPO_ROOT, free_port
 from .wire import Connection, ConnectionClosed
@@ -57,7 +59,7 @@ def _assert_closed(conn: Connection) -> None:
 def _server(*args: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mbserver", f"127.0.0.1:{port}", *args],
+        server_command(f"127.0.0.1:{port}", *args),
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

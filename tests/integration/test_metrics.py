@@ -13,7 +13,6 @@ import itertools
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +28,7 @@ from mbserver.config import Settings
 from mbserver.metrics import LatencyHistogram, start_metrics
 from mbserver.stats import Stats
 from mbserver.store import Mode, Store
+from mbserver.testing import server_command
 
 from .. import packets as P
 from .support import REPO_ROOT, free_port
@@ -217,7 +217,7 @@ def test_the_hub_keeps_running_cache_work_during_scrapes(handle):
 
 def _has_metrics_port() -> bool:
     result = subprocess.run(
-        [sys.executable, "-m", "mbserver", "--help"],
+        server_command("--help"),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -292,10 +292,8 @@ def test_end_to_end_counters_move(start_server):
 def test_healthz_says_stopping_during_a_graceful_stop():
     port, metrics_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "mbserver", f"127.0.0.1:{port}",
-            "--metrics-port", str(metrics_port), "--shutdown-timeout", "20",
-        ],
+        server_command(f"127.0.0.1:{port}",
+            "--metrics-port", str(metrics_port), "--shutdown-timeout", "20"),
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

@@ -17,12 +17,13 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import bmemcached
 import pytest
+
+from mbserver.testing import server_command
 
 from .. import packets as P
 from ..certs import make_cert, make_cert_with_openssl
@@ -184,7 +185,7 @@ def test_stalled_handshakes_time_out_without_holding_anyone_up(tls_server, cert)
 
 def run_server(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mbserver", "127.0.0.1:0", *args],
+        server_command("127.0.0.1:0", *args),
         check=False,
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,

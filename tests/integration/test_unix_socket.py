@@ -17,13 +17,14 @@ import shutil
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 
 import bmemcached
 import pylibmc
 import pytest
 from pymemcache.client.base import Client
+
+from mbserver.testing import server_command
 
 from .. import packets as P
 from .support import REPO_ROOT, connect_unix
@@ -135,7 +136,7 @@ def test_from_the_environment(sockdir):
     path = os.path.join(sockdir, "env.sock")
     env = {**os.environ, "MBSERVER_UNIX_SOCKET": path, "MBSERVER_UNIX_MASK": "0750"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mbserver"],
+        server_command(),
         cwd=REPO_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,

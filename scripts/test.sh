@@ -22,7 +22,8 @@ command -v perl >/dev/null || missing+=(perl)
 command -v memccapable >/dev/null || missing+=(libmemcached-tools)
 command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || missing+=(nutcracker)
 command -v openssl >/dev/null || missing+=(openssl)
-two_passes=$(( $# == 0 && ${#MBSERVER_PYTHON} == 0 ))
+two_passes=0
+[ $# -eq 0 ] && [ -z "${MBSERVER_PYTHON:-}" ] && two_passes=1
 if ((two_passes)); then
     command -v pypy3 >/dev/null || missing+=(pypy3)
     dpkg -s pypy3-venv >/dev/null 2>&1 || missing+=(pypy3-venv)

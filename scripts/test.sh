@@ -12,9 +12,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive: the reference memcached (and the
 # memcached-tool script it ships, which needs perl), libmemcached-tools
-# (memccapable, memcaslap), twemproxy (nutcracker), openssl for the TLS
-# tests' throwaway certificates, and PyPy with its venv module. Under
-# CI=true a test whose tool is missing fails instead of skipping.
+# (memccapable, memcaslap), twemproxy (nutcracker), and openssl for the TLS
+# tests' throwaway certificates (PyPy: scripts/pypy-venv.sh). Under CI=true
+# a test whose tool is missing fails instead of skipping.
 missing=()
 command -v memcached >/dev/null && [ -f /usr/share/memcached/scripts/memcached-tool ] ||
     missing+=(memcached)
@@ -24,10 +24,6 @@ command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || missing+=(nut
 command -v openssl >/dev/null || missing+=(openssl)
 two_passes=0
 [ $# -eq 0 ] && [ -z "${MBSERVER_PYTHON:-}" ] && two_passes=1
-if ((two_passes)); then
-    command -v pypy3 >/dev/null || missing+=(pypy3)
-    dpkg -s pypy3-venv >/dev/null 2>&1 || missing+=(pypy3-venv)
-fi
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
@@ -35,23 +31,16 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
-pip_install() {
-    "$1" -m pip install -q --disable-pip-version-check --root-user-action=ignore "${@:2}"
-}
-pip_install python3 -r requirements-dev.txt
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    -r requirements-dev.txt
 if ((!two_passes)); then
     exec python3 -m pytest "$@"
 fi
 
-# The server's own requirements in a PyPy venv of the checkout's (gitignored;
-# the first time, pip builds gevent for PyPy: about 2.5 minutes).
-pypy=.venv-pypy
-[ -x "$pypy/bin/python" ] || pypy3 -m venv "$pypy"
-pip_install "$pypy/bin/python" -r requirements.txt
-
+./scripts/pypy-venv.sh
 python3 -m pytest
-echo "== again, the end-to-end tests with the servers on PyPy ($pypy/bin/python)"
+echo "== again, the end-to-end tests with the servers on PyPy (.venv-pypy/bin/python)"
 # test_packaging installs a wheel into a CPython venv of its own, whose
 # servers run on that venv's interpreter: the first pass covered it.
-MBSERVER_PYTHON="$PWD/$pypy/bin/python" exec python3 -m pytest tests/integration \
+MBSERVER_PYTHON="$PWD/.venv-pypy/bin/python" exec python3 -m pytest tests/integration \
     --ignore tests/integration/test_packaging.py

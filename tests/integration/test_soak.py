@@ -37,7 +37,8 @@ def test_a_short_soak_gets_only_right_answers_and_leaks_nothing(start_server, tm
                   "--server", server.address, "--pid", str(server.proc.pid), "--json", str(report_path))
     assert result.returncode in (0, 1), f"{result.stdout}\n{result.stderr}"
     report = json.loads(report_path.read_text())
-    summary = f"{result.stdout}\n{result.stderr[-3000:]}"
+    # The server's own log says why it closed or refused anything.
+    summary = f"{result.stdout}\n{result.stderr[-3000:]}\nserver log (tail):\n{server.output()[-3000:]}"
 
     assert report["wrong_replies"] == 0, summary
     assert report["errors"] == {}, summary

@@ -292,8 +292,9 @@ def test_end_to_end_counters_move(start_server):
 def test_healthz_says_stopping_during_a_graceful_stop():
     port, metrics_port = free_port(), free_port()
     proc = subprocess.Popen(
-        server_command(f"127.0.0.1:{port}",
-            "--metrics-port", str(metrics_port), "--shutdown-timeout", "20"),
+        server_command(
+            f"127.0.0.1:{port}", "--metrics-port", str(metrics_port), "--shutdown-timeout", "20"
+        ),
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

@@ -887,6 +887,21 @@ class TestLone:
             assert get_reply(b"key", record_) == written(write_text_gets, get(b"key"), [record_])
 
 
+@pytest.mark.parametrize("length", [0, 100, 4095, 4096, 10240, 16384, 100_000])
+@pytest.mark.parametrize("flags", [0, 7])
+def test_an_item_is_framed_alike_whatever_its_length(length, flags):
+    """Values shorter than 4 KiB are formatted in, longer ones joined after
+    their line, the longest sent by view: the bytes must not show it."""
+    value = (bytes(range(256)) * (length // 256 + 1))[:length]
+    record_ = rec(value, flags, 3)
+    item = b"VALUE key %d %d\r\n" % (flags, length) + value + b"\r\n"
+    item_cas = b"VALUE key %d %d 3\r\n" % (flags, length) + value + b"\r\n"
+    assert get_reply(b"key", record_) == item + b"END\r\n"
+    both = [record_, None, record_]
+    assert written(write_text_gets, get(b"key", b"no", b"key"), both) == item * 2 + b"END\r\n"
+    assert written(write_text_gets, get(b"key", b"no", b"key", cas=True), both) == item_cas * 2 + b"END\r\n"
+
+
 def test_a_multi_get_is_written_in_slices():
     keys = [b"k%d" % i for i in range(10)]
     records = [rec(b"v" * 1000) if i % 3 else None for i in range(10)]

@@ -76,6 +76,10 @@ def test_keyboard_interrupt_in_a_test_stops_the_server(project):
     assert_server_gone(pid, port)
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_a_test_stops_the_server(project):
     argv = pytest_argv(*PLUGIN, "test_interrupted.py::test_waits_for_ctrl_c")
     run = subprocess.Popen(
@@ -86,6 +90,10 @@ def test_ctrl_c_during_a_test_stops_the_server(project):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As a terminal's Ctrl-C finds it: a run started in the background
+        # by a non-interactive shell (a CI step's `cmd &`) inherits SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt handler.
+        preexec_fn=_sigint_default,
     )
     try:
         deadline = time.monotonic() + RUN_TIMEOUT

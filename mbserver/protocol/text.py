@@ -709,9 +709,12 @@ def _frame_value(out: list, key: bytes, with_cas: bool, rec: bytes | None) -> in
 
 def _one_value(key: bytes, with_cas: bool, rec: bytes) -> bytes:
     """One item of a get reply, its value copied in."""
-    if with_cas or len(rec) - VALUE_OFFSET >= _SHORT_VALUE:
+    length = len(rec) - VALUE_OFFSET
+    if length >= _SHORT_VALUE:
         return b"".join((_value_line(key, rec, with_cas), memoryview(rec)[VALUE_OFFSET:], CRLF))
-    return _SMALL_ITEM % (key, _FLAGS_UNPACK(rec, FLAGS_OFFSET)[0], len(rec) - VALUE_OFFSET, rec[VALUE_OFFSET:])
+    if with_cas:
+        return _value_line(key, rec, True) + rec[VALUE_OFFSET:] + CRLF
+    return _SMALL_ITEM % (key, _FLAGS_UNPACK(rec, FLAGS_OFFSET)[0], length, rec[VALUE_OFFSET:])
 
 
 def _frame_small_values(run: GetMany, records: list) -> bytes:

@@ -8,10 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v pypy3 >/dev/null || ! dpkg -s pypy3-venv >/dev/null 2>&1; then
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq pypy3 pypy3-venv
+    ./scripts/apt-install.sh pypy3 pypy3-venv
 fi
 [ -x .venv-pypy/bin/python ] || pypy3 -m venv .venv-pypy
 # pip warns for each package the extra file:// indexes lack: noise, dropped.

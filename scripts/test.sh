@@ -22,18 +22,13 @@ command -v perl >/dev/null || missing+=(perl)
 command -v memccapable >/dev/null || missing+=(libmemcached-tools)
 command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || missing+=(nutcracker)
 command -v openssl >/dev/null || missing+=(openssl)
-two_passes=0
-[ $# -eq 0 ] && [ -z "${MBSERVER_PYTHON:-}" ] && two_passes=1
 if ((${#missing[@]})); then
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+    ./scripts/apt-install.sh "${missing[@]}"
 fi
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
     -r requirements-dev.txt
-if ((!two_passes)); then
+if [ $# -gt 0 ] || [ -n "${MBSERVER_PYTHON:-}" ]; then
     exec python3 -m pytest "$@"
 fi
 

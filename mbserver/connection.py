@@ -17,16 +17,17 @@ loop touches the socket no lock is held.
 raises (BlockingIOError, or SSLWant* under TLS) or sends part, and the code
 then waits on a gevent watcher for the descriptor. Between requests a
 plain connection (not TLS, authenticated, not stopping) parks its greenlet
-with its read watcher left started, and the watcher's callback, which runs
-in the hub, answers what arrives itself: ``_answer`` with ``may_wait``
+with its socket left in the hub's readiness set (``ready``), and the
+callback it left there, which runs in the hub, answers what arrives itself: ``_answer`` with ``may_wait``
 False, the same code the greenlet runs. Nothing it does can yield: the
 store lock is free (checked first; store calls never yield), and a send
 that would block is not waited for. Whatever cannot finish there, because
 it would block (a full send buffer, a reply sliced past SEND_THRESHOLD), or
 is not for the hub (a close, a protocol error, a graceful stop, the lock in
 use, EOF), is handed to the greenlet, which continues from the same state.
-A request costs no greenlet switch and no watcher start or stop
-(bench/README.md has the figures).
+A request costs no greenlet switch, no watcher start or stop, and no
+call from the loop's C code for its socket alone (bench/README.md has the
+figures).
 
 Objects that are not non-blocking sockets (the unit tests' scripted and
 gevent sockets) are served by the greenlet alone, as TLS sockets are.
@@ -49,6 +50,7 @@ from .auth import Authenticator
 from .commands import Commands, GetMany
 from .config import Settings
 from .protocol import SEND_THRESHOLD, Protocol, ProtocolError, protocol_for
+from .ready import ready_set
 from .stats import ConnectionInfo, Stats
 from .watch import CLOSE_ERROR, CLOSE_IDLE, CLOSE_NORMAL, CLOSE_SHUTDOWN
 
@@ -89,6 +91,7 @@ _HAND_OFF = 2  # (from the hub) replies or requests are left for the greenlet
 _RESUME = object()  # _answer stopped short: go on where it left off
 _IDLE = object()  # the idle timeout passed
 _WATCH_WAKE = object()  # a watching connection's wakeup: log lines, or the client went
+_WAKE = object()  # what the read callback switches a parked greenlet with
 
 
 class ClientTooSlow(Exception):
@@ -106,7 +109,7 @@ class Connection:
         "info", "_sock_send", "_nonblocking", "protocol", "_out", "_readable",
         "peer", "settings", "auth", "_tls", "_hub", "_greenlet", "_handed",
         "_idle_timer", "close_reason", "_watch_waiting", "_watch_woken",
-        "_watch_closed", "_writable",
+        "_watch_closed", "_writable", "_ready", "_polled",
     )
 
     def __init__(
@@ -133,6 +136,7 @@ class Connection:
         self._hub = gevent.get_hub()
         self._greenlet = None
         self._parked = False  # the greenlet waits for the read callback to hand over
+        self._polled = False  # the socket is in the readiness set, with _on_readable
         self._handed = None  # what the callback hands over: data, _RESUME or _IDLE
         self._idle_timer = None
         self.close_reason = CLOSE_NORMAL
@@ -158,6 +162,8 @@ class Connection:
             and gettimeout is not None
             and gettimeout() == 0.0
         )
+        # Where a parked connection leaves its socket (only these park).
+        self._ready = ready_set(self._hub) if self._nonblocking else None
 
     @property
     def idle(self) -> bool:
@@ -203,6 +209,7 @@ class Connection:
             raise
         finally:
             self.info.state = "conn_closing"
+            self._unpoll()
             for watcher in (self._readable, self._writable, self._idle_timer):
                 if watcher is not None:
                     watcher.close()
@@ -361,8 +368,8 @@ class Connection:
     def _next_request(self):
         """The next read to answer, or _RESUME; None when the connection is done.
 
-        A plain connection parks here with its read watcher started, and
-        the watcher's callback answers requests until something needs this
+        A plain connection parks here with its socket in the readiness set,
+        and the callback answers requests until something needs this
         greenlet (see the module docstring).
         """
         protocol = self.protocol
@@ -377,16 +384,16 @@ class Connection:
         return data or None
 
     def _park(self):
-        readable = self._readable
-        if not readable.active:
-            readable.start(self._on_readable)
+        if not self._polled:
+            self._ready.add(self._fd, self._on_readable)
+            self._polled = True
         if self.settings.idle_timeout and self._idle_timer is None:
             self._start_idle_timer(self.settings.idle_timeout)
         self._parked = True
         try:
             # Only the callbacks below may wake a parked connection; anything
             # else that switches in is a bug, not a wakeup.
-            if self._hub.switch() is not readable:
+            if self._hub.switch() is not _WAKE:
                 raise RuntimeError("unexpected switch into a connection")
         finally:
             self._parked = False
@@ -400,10 +407,10 @@ class Connection:
         return None  # EOF
 
     def _on_readable(self) -> None:
-        """The read watcher's callback, in the hub: answer what arrived, if nothing can block."""
+        """The readiness set's callback, in the hub: answer what arrived, if nothing can block."""
         if not self._parked:
-            # The greenlet has the socket (it stops this watcher before it
-            # takes it back; this is only a late event): not ours to read.
+            # The greenlet has the socket (it leaves the set before it takes
+            # the socket back, so this is only a late call): not ours to read.
             return
         try:
             data = _read(self._fd, RECV_SIZE)  # as sock.recv (see _read)
@@ -425,12 +432,18 @@ class Connection:
 
     def _hand_off(self, handed) -> None:
         """From the hub: wake the parked greenlet with ``handed`` (or raise it there)."""
-        self._readable.stop()
+        self._unpoll()
         if isinstance(handed, BaseException):
             self._greenlet.throw(handed)
         else:
             self._handed = handed
-            self._greenlet.switch(self._readable)
+            self._greenlet.switch(_WAKE)
+
+    def _unpoll(self) -> None:
+        """Take the socket out of the readiness set, if it is there."""
+        if self._polled:
+            self._polled = False
+            self._ready.remove(self._fd)
 
     def _start_idle_timer(self, seconds: float) -> None:
         self._idle_timer = self._hub.loop.timer(seconds)

@@ -1,7 +1,8 @@
-"""Unit tests for answering from the read watcher's callback (mbserver.connection).
+"""Unit tests for answering from the read callback, in the hub (mbserver.connection).
 
-A plain connection parks its greenlet between requests and lets its read
-watcher's callback, in the hub, answer what arrives. These tests drive it
+A plain connection parks its greenlet between requests, its socket in the
+hub's readiness set (mbserver.ready), and lets its callback answer what
+arrives. These tests drive it
 over real non-blocking socketpairs, as server.py hands connections over,
 and check the rules that make that safe: nothing yields in the hub, the
 store lock is never held at a socket call, and whatever could block (a
@@ -25,6 +26,7 @@ from gevent import socket as gsocket
 from mbserver.commands import Commands
 from mbserver.config import Settings
 from mbserver.connection import SEND_THRESHOLD, Connection
+from mbserver.ready import ready_set
 from mbserver.rwlock import RWLock
 from mbserver.stats import Stats
 from mbserver.store import Mode, Store
@@ -315,6 +317,25 @@ def test_a_busy_lock_hands_the_request_to_the_greenlet(server, pair, wire):
         assert (reply.opaque, reply.value) == (1, b"v")
         client.close()
         task.get()
+
+
+def test_a_connection_is_in_the_readiness_set_only_while_parked(server, pair, wire):
+    ready = ready_set(gevent.get_hub())
+    before = len(ready)
+    with gevent.Timeout(HANG_GUARD):
+        client, task, _ = parked(server, pair, wire)
+        assert len(ready) == before + 1
+        server.lock.acquire_write()  # the next request goes to the greenlet
+        client.sendall(wire.request(0x00, b"k", opaque=1))
+        gevent.sleep(0.05)
+        assert len(ready) == before  # the greenlet has the socket (and waits for the lock)
+        server.lock.release_write()
+        assert wire.responses(read_exactly(client, 24 + 9))[0].opaque == 1  # not found
+        gevent.sleep(0.01)
+        assert len(ready) == before + 1  # parked again
+        client.close()
+        task.get()
+    assert len(ready) == before
 
 
 def test_a_protocol_error_from_the_callback_replies_then_closes(server, pair, wire):

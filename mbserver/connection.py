@@ -26,8 +26,8 @@ it would block (a full send buffer, a reply sliced past SEND_THRESHOLD), or
 is not for the hub (a close, a protocol error, a graceful stop, the lock in
 use, EOF), is handed to the greenlet, which continues from the same state.
 A request costs no greenlet switch, no watcher start or stop, and no
-call from the loop's C code for its socket alone (bench/README.md has the
-figures).
+call from the loop's C code for its socket alone (the README's
+Performance section has the figures).
 
 Objects that are not non-blocking sockets (the unit tests' scripted and
 gevent sockets) are served by the greenlet alone, as TLS sockets are.

@@ -14,20 +14,20 @@ store lock is taken and released inside the command layer; by the time this
 loop touches the socket no lock is held.
 
 **Waiting.** The socket is non-blocking: a recv or send that would block
-raises (BlockingIOError, or SSLWant* under TLS) or sends part, and the code
-then waits on a gevent watcher for the descriptor. Between requests a
+raises (BlockingIOError, or SSLWant* under TLS) or sends part, and the
+code then waits on a gevent watcher for the descriptor. Between requests a
 plain connection (not TLS, authenticated, not stopping) parks its greenlet
 with its socket left in the hub's readiness set (``ready``), and the
-callback it left there, which runs in the hub, answers what arrives itself: ``_answer`` with ``may_wait``
-False, the same code the greenlet runs. Nothing it does can yield: the
-store lock is free (checked first; store calls never yield), and a send
-that would block is not waited for. Whatever cannot finish there, because
-it would block (a full send buffer, a reply sliced past SEND_THRESHOLD), or
-is not for the hub (a close, a protocol error, a graceful stop, the lock in
-use, EOF), is handed to the greenlet, which continues from the same state.
-A request costs no greenlet switch, no watcher start or stop, and no
-call from the loop's C code for its socket alone (the README's
-Performance section has the figures).
+callback it left there, which runs in the hub, answers what arrives
+itself: ``_answer`` with ``may_wait`` False, the same code the greenlet
+runs. Nothing it does can yield: the store lock is free (checked first;
+store calls never yield), and a send that would block is not waited for.
+Whatever cannot finish there, because it would block (a full send buffer,
+a reply sliced past SEND_THRESHOLD), or is not for the hub (a close, a
+protocol error, a graceful stop, the lock in use, EOF), is handed to the
+greenlet, which continues from the same state. A request costs no greenlet
+switch, no watcher start or stop, and no call from the loop's C code for
+its socket alone (the README's Performance section has the figures).
 
 Objects that are not non-blocking sockets (the unit tests' scripted and
 gevent sockets) are served by the greenlet alone, as TLS sockets are.

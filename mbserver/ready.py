@@ -86,6 +86,8 @@ class WatcherSet:
         return len(self._watchers)
 
     def add(self, fd: int, callback: Callable[[], None]) -> None:
+        if fd in self._watchers:  # as epoll refuses it
+            raise FileExistsError(f"descriptor {fd} is already in the set")
         watcher = self._watchers[fd] = self._loop.io(fd, _READ)
         watcher.start(callback)
 

@@ -713,10 +713,8 @@ def _frame_value(out: list, key: bytes, with_cas: bool, rec: bytes | None) -> in
 def _one_value(key: bytes, with_cas: bool, rec: bytes) -> bytes:
     """One item of a get reply, its value copied in."""
     length = len(rec) - VALUE_OFFSET
-    if length >= _SHORT_VALUE:
+    if with_cas or length >= _SHORT_VALUE:
         return _value_line(key, rec, with_cas) + rec[VALUE_OFFSET:] + CRLF
-    if with_cas:
-        return _value_line(key, rec, True) + rec[VALUE_OFFSET:] + CRLF
     return _SMALL_ITEM % (key, _FLAGS_UNPACK(rec, FLAGS_OFFSET)[0], length, rec[VALUE_OFFSET:])
 
 
@@ -735,7 +733,7 @@ def _frame_small_values(run: GetMany, records: list) -> bytes:
             length = len(rec) - VALUE_OFFSET
             flags = unpack(rec, FLAGS_OFFSET)[0]
             if length >= _SHORT_VALUE:
-                parts.append(_value_line(key, rec, False) + rec[VALUE_OFFSET:] + CRLF)
+                parts.append(_one_value(key, False, rec))
             elif not flags:
                 add((_VALUE_, key, lengths[length], rec[VALUE_OFFSET:], CRLF))
             else:

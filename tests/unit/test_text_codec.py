@@ -890,8 +890,8 @@ class TestLone:
 @pytest.mark.parametrize("length", [0, 100, 4095, 4096, 10240, 16384, 100_000])
 @pytest.mark.parametrize("flags", [0, 7])
 def test_an_item_is_framed_alike_whatever_its_length(length, flags):
-    """Values shorter than 4 KiB are formatted in, longer ones joined after
-    their line, the longest sent by view: the bytes must not show it."""
+    """Values shorter than 4 KiB are formatted in, longer ones concatenated
+    after their line, the longest sent by view: the bytes must not show it."""
     value = (bytes(range(256)) * (length // 256 + 1))[:length]
     record_ = rec(value, flags, 3)
     item = b"VALUE key %d %d\r\n" % (flags, length) + value + b"\r\n"

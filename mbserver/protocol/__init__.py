@@ -88,9 +88,10 @@ class Protocol(Interface):
     # ``resume(out)`` writes its next slice (returning the bytes written).
     unfinished: object | None
     # The short path for a read holding one GET or SET (see connection):
-    # ``parser.lone`` while it may be taken (None until a client has
-    # authenticated), and the functions that write the replies, a GET's
-    # from its record, a SET's from its result.
+    # what ``parser.lone`` does, as one function all connections share
+    # (the codec's ``lone_reader``), while it may be taken (None where
+    # clients must authenticate), and the functions that write the
+    # replies, a GET's from its record, a SET's from its result.
     lone: Callable[[bytes], tuple[bytes, object] | Request | None] | None
     get_reply: Callable[[object, bytes | None], bytes]
     store_reply: Callable[[Request, Result], bytes]

@@ -36,10 +36,11 @@ and the stream goes on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from itertools import repeat
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from .. import PROTOCOL_VERSION
 from ..commands import (
@@ -264,35 +265,7 @@ class TextParser(meta.MetaParsing):
         treats specially, noreply, a sign or a long number, a bad data
         block, a value too large) is left to the general parser.
         """
-        if data.__class__ is not bytes:
-            return None
-        match = _LONE_GET(data)
-        if match is not None:
-            key = match.group(1)
-            return key, key
-        match = _LONE_SET(data)
-        if match is None:
-            if data.startswith(b"get ") and data.endswith(b"\r\n"):
-                return _lone_gets(data)
-            return None
-        key, flags, exptime, length = match.groups()
-        flags = int(flags)
-        length = int(length)
-        start = match.end()
-        if (
-            len(data) != start + length + 2
-            or not data.endswith(b"\r\n")
-            or len(key) + length + MEMCACHED_ITEM_HEADER + (MEMCACHED_FLAGS_SIZE if flags else 0)
-            > self.max_item_size
-        ):
-            return None
-        return _new(
-            Request,
-            (
-                "set", key, data[start : start + length], flags, int(exptime),
-                0, 0, None, False, 0, 0, False, False,
-            ),
-        )
+        return lone_reader(self.max_item_size)(data)
 
     def next(self):
         """The next request, or None until more bytes are fed."""
@@ -643,6 +616,45 @@ class TextParser(meta.MetaParsing):
         return AdminRequest("refresh_certs", quiet=self._noreply(tokens, ntokens))
 
 
+@functools.lru_cache(maxsize=None)
+def lone_reader(max_item_size: int) -> Callable[[bytes], tuple[bytes, bytes] | GetMany | Request | None]:
+    """``TextParser.lone`` for parsers of one item size limit, as a plain
+    function that every connection of a server shares (as binary's
+    ``lone_reader``)."""
+
+    def lone(data: bytes) -> tuple[bytes, bytes] | GetMany | Request | None:
+        if data.__class__ is not bytes:
+            return None
+        match = _LONE_GET(data)
+        if match is not None:
+            key = match.group(1)
+            return key, key
+        match = _LONE_SET(data)
+        if match is None:
+            if data.startswith(b"get ") and data.endswith(b"\r\n"):
+                return _lone_gets(data)
+            return None
+        key, flags, exptime, length = match.groups()
+        flags = int(flags)
+        length = int(length)
+        start = match.end()
+        if (
+            len(data) != start + length + 2
+            or not data.endswith(b"\r\n")
+            or len(key) + length + MEMCACHED_ITEM_HEADER + (MEMCACHED_FLAGS_SIZE if flags else 0)
+            > max_item_size
+        ):
+            return None
+        return _new(
+            Request,
+            (
+                "set", key, data[start : start + length], flags, int(exptime),
+                0, 0, None, False, 0, 0, False, False,
+            ),
+        )
+
+    return lone
+
 def _classes(text: bytes) -> frozenset[int] | None | str:
     """A crawl's or metadump's classes: ``all`` or ``hash`` (the whole
     table) is None, ``1,5,9`` those classes, anything else BADCLASS."""
@@ -939,7 +951,7 @@ class TextProtocol(Answering):
         super().__init__(commands, auth, peer)
         self.parser = TextParser(settings.max_item_size)
         # Until a client has authenticated, every request goes the long way.
-        self.lone = self.parser.lone if auth is None else None
+        self.lone = lone_reader(settings.max_item_size) if auth is None else None
         self._own["reply"] = self._canned
         self._own["shutdown"] = self._shutdown
         self._own["watch"] = self._watch

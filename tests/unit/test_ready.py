@@ -41,17 +41,25 @@ def pairs():
         sock.close()
 
 
-def test_a_callback_runs_in_the_hub_while_its_socket_is_readable(kind, pairs):
+class Reader:
+    """What the set is given in place of a connection: calls ``function(fd)``."""
+
+    def __init__(self, function) -> None:
+        self.on_readable = function
+
+
+def test_a_reader_runs_in_the_hub_while_its_socket_is_readable(kind, pairs):
     ready = kind(gevent.get_hub().loop)
     ((ours, theirs),) = pairs()
     calls: list[bytes] = []
 
-    def on_ready() -> None:
+    def on_ready(fd: int) -> None:
         assert gevent.getcurrent() is gevent.get_hub()
+        assert fd == theirs.fileno()
         calls.append(theirs.recv(100))
 
     with gevent.Timeout(HANG_GUARD):
-        ready.add(theirs.fileno(), on_ready)
+        ready.add(theirs.fileno(), Reader(on_ready))
         gevent.sleep(0.01)
         assert calls == []  # nothing to read: not called
         ours.sendall(b"one")
@@ -66,18 +74,18 @@ def test_a_callback_runs_in_the_hub_while_its_socket_is_readable(kind, pairs):
     assert theirs.recv(100) == b"three"
 
 
-def test_a_callback_that_leaves_data_unread_is_called_again(kind, pairs):
+def test_a_reader_that_leaves_data_unread_is_called_again(kind, pairs):
     ready = kind(gevent.get_hub().loop)
     ((ours, theirs),) = pairs()
     calls: list[bytes] = []
 
-    def on_ready() -> None:
+    def on_ready(fd: int) -> None:
         calls.append(theirs.recv(2))  # a part of what waits
         if len(calls) == 3:
             ready.remove(theirs.fileno())
 
     with gevent.Timeout(HANG_GUARD):
-        ready.add(theirs.fileno(), on_ready)
+        ready.add(theirs.fileno(), Reader(on_ready))
         ours.sendall(b"aabbccdd")
         while len(calls) < 3:
             gevent.sleep(0.001)
@@ -91,7 +99,8 @@ def test_every_ready_socket_is_called_and_a_removed_one_is_not(kind, pairs):
     calls: list[int] = []
 
     def callback(index: int):
-        def on_ready() -> None:
+        def on_ready(fd: int) -> None:
+            assert fd == made[index][1].fileno()
             calls.append(index)
             made[index][1].recv(100)
             if len(calls) == 6:
@@ -104,7 +113,7 @@ def test_every_ready_socket_is_called_and_a_removed_one_is_not(kind, pairs):
 
     with gevent.Timeout(HANG_GUARD):
         for index, (_, theirs) in enumerate(made):
-            ready.add(theirs.fileno(), callback(index))
+            ready.add(theirs.fileno(), Reader(callback(index)))
         for ours, _ in made:
             ours.sendall(b"x")
         gevent.sleep(0.01)  # one pass: each called once
@@ -122,9 +131,9 @@ def test_every_ready_socket_is_called_and_a_removed_one_is_not(kind, pairs):
 def test_a_socket_that_is_already_in_the_set_is_refused(kind, pairs):
     ready = kind(gevent.get_hub().loop)
     ((_, theirs),) = pairs()
-    ready.add(theirs.fileno(), lambda: None)
+    ready.add(theirs.fileno(), Reader(lambda fd: None))
     with pytest.raises(FileExistsError):
-        ready.add(theirs.fileno(), lambda: None)
+        ready.add(theirs.fileno(), Reader(lambda fd: None))
     assert len(ready) == 1
     ready.remove(theirs.fileno())
     assert len(ready) == 0
@@ -140,7 +149,7 @@ def test_the_set_keeps_its_hub_running_only_while_it_holds_a_socket(kind, pairs)
     def run() -> None:
         try:
             ready = kind(gevent.get_hub().loop)
-            ready.add(theirs.fileno(), lambda: None)
+            ready.add(theirs.fileno(), Reader(lambda fd: None))
             results.append(gevent.wait(timeout=0.05))
             ready.remove(theirs.fileno())
             results.append(gevent.wait(timeout=HANG_GUARD))

@@ -26,6 +26,7 @@ from mbserver.protocol.binary import (
     Opcode,
     ProtocolError,
     get_reply,
+    lone_reader,
     store_reply,
     write_gets,
     write_response,
@@ -1254,6 +1255,18 @@ class TestLone:
             data,
             lambda lone: GetMany([lone[0]], ([0x00], [lone[1]])),
         )
+
+    def test_every_connection_of_one_item_size_shares_one_reader(self, wire):
+        """The protocol's ``lone`` is one function, not each parser's bound
+        method: with 1,000 busy connections that was one more cold object
+        a request. It reads as the parser of that limit does."""
+        assert lone_reader(1 << 20) is lone_reader(1 << 20)
+        small = lone_reader(100)
+        assert small is not lone_reader(1 << 20)
+        fits = wire.request(0x01, b"k", b"\0" * 8, b"v" * (100 - MEMCACHED_ITEM_HEADER - 1))
+        too_large = wire.request(0x01, b"k", b"\0" * 8, b"v" * (100 - MEMCACHED_ITEM_HEADER))
+        assert small(fits) == BinaryParser(100).lone(fits) is not None
+        assert small(too_large) is None and BinaryParser(100).lone(too_large) is None
 
     def test_empty_until_a_packet_is_partly_buffered(self, wire):
         """lone is asked only while the parser is empty (the connection checks)."""

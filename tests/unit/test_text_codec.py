@@ -36,6 +36,7 @@ from mbserver.protocol.text import (
     TextGets,
     TextParser,
     get_reply,
+    lone_reader,
     store_reply,
     write_text,
     write_text_gets,
@@ -746,6 +747,16 @@ class TestLone:
     """lone takes a read that is exactly one ``get <key>``, one ``get`` of
     several keys, or one plain ``set``; get_reply and store_reply answer the
     first and the last, answer_gets the get of several."""
+
+    def test_every_connection_of_one_item_size_shares_one_reader(self):
+        """As binary's: one function, reading as the parser of that limit does."""
+        assert lone_reader(1 << 20) is lone_reader(1 << 20)
+        small = lone_reader(100)
+        assert small is not lone_reader(1 << 20)
+        fits = b"set k 0 0 40\r\n" + b"v" * 40 + b"\r\n"  # 1 + 40 + memcached's 59 = 100
+        too_large = b"set k 0 0 41\r\n" + b"v" * 41 + b"\r\n"
+        assert small(fits) == TextParser(100).lone(fits) is not None
+        assert small(too_large) is None and TextParser(100).lone(too_large) is None
 
     def test_one_get_gives_its_key(self):
         assert TextParser().lone(b"get " + b"k" * 250 + b"\r\n") == (b"k" * 250, b"k" * 250)

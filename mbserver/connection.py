@@ -2,8 +2,8 @@
 
 What lives here: the per-connection loop that a greenlet runs, the TLS
 handshake, output batching, waiting on the socket with the idle and send
-timeouts, and answering from the read watcher's callback when nothing can
-block. It names no protocol: the first byte picks one from ``protocol``'s
+timeouts, and answering in the hub (``on_readable``, which the readiness
+set calls) when nothing can block. It names no protocol: the first byte picks one from ``protocol``'s
 registry, and that object parses, answers and authenticates. What does not:
 protocols (``protocol/``), semantics and locking (``commands``), or
 listening (``server``).
@@ -87,11 +87,11 @@ _DONE = 0  # every complete request answered, every reply sent
 _CLOSE = 1  # answered; the connection must close now
 _HAND_OFF = 2  # (from the hub) replies or requests are left for the greenlet
 
-# What the read watcher's callback hands the parked greenlet, besides data.
+# What on_readable (or the idle timer) hands the parked greenlet, besides data.
 _RESUME = object()  # _answer stopped short: go on where it left off
 _IDLE = object()  # the idle timeout passed
 _WATCH_WAKE = object()  # a watching connection's wakeup: log lines, or the client went
-_WAKE = object()  # what the read callback switches a parked greenlet with
+_WAKE = object()  # what on_readable switches a parked greenlet with
 
 
 class ClientTooSlow(Exception):
@@ -125,7 +125,7 @@ class Connection:
         # Set first, in __slots__' order: what a request reads. CPython lays
         # an object's slots out in their declared order, but PyPy keeps its
         # attributes in the order they are first set.
-        self._parked = False  # the greenlet waits for the read callback to hand over
+        self._parked = False  # the greenlet waits for on_readable to hand over
         self.sock = sock
         self._fd = -1 if fileno is None else fileno()
         # Set by a graceful stop: answer what the client has sent, then close.

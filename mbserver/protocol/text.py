@@ -655,6 +655,7 @@ def lone_reader(max_item_size: int) -> Callable[[bytes], tuple[bytes, bytes] | G
 
     return lone
 
+
 def _classes(text: bytes) -> frozenset[int] | None | str:
     """A crawl's or metadump's classes: ``all`` or ``hash`` (the whole
     table) is None, ``1,5,9`` those classes, anything else BADCLASS."""

@@ -13,10 +13,11 @@ before the sample's offset). Samples elsewhere are counted by shared
 object: ``libpypy3.9-c.so`` is the interpreter and its runtime (dict
 probes, the collector, system call wrappers) and has no symbols. It prints
 microseconds of user time a request for each, the requests counted by
-the server's own stats (its rate around the sampled seconds, times
-those seconds); ``--ops FUNCTION`` also
-lists that function's hottest trace operations, with the ones before
-each (a sample lands on or just after the load it waited for).
+the server's own stats (its rate around the sampled seconds, times those
+seconds; a multi-get's keys count one each, as in run.py's rows).
+``--ops FUNCTION`` also lists that function's hottest trace operations,
+with the ones before each (a sample lands on or just after the load it
+waited for).
 
 What does not: memcached (run.py), instruction counts (instructions.py),
 CPython (py-spy reads CPython's frames; nothing reads PyPy's). Needs perf
@@ -44,7 +45,6 @@ import servers
 from memaslap import Workload
 from run import THROUGHPUT, raise_fd_limit
 
-HERE = Path(__file__).resolve().parent
 SAMPLE_HZ = 4000
 
 # jit-backend-addr: where each loop and bridge went. The +offsets of its
@@ -105,8 +105,8 @@ class CodeMap:
         self._starts = [block[0] for block in blocks]
         self._blocks = blocks
 
-    def operation(self, address: int) -> Operation | None:
-        """The trace operation whose code holds ``address``; None outside the JIT's code."""
+    def _locate(self, address: int) -> tuple[list[Operation], int] | None:
+        """The trace whose code holds ``address``, and the index of its operation there."""
         index = bisect.bisect_right(self._starts, address) - 1
         if index < 0:
             return None
@@ -115,15 +115,20 @@ class CodeMap:
             return None
         offsets = [operation.offset for operation in operations]
         at = bisect.bisect_right(offsets, address - base) - 1
-        return operations[at] if at >= 0 else None
+        return (operations, at) if at >= 0 else None
 
-    def context(self, operation: Operation, before: int = 3) -> list[Operation]:
-        """``operation`` and the ones just before it in its trace."""
-        for _, _, _, operations in self._blocks:
-            if operation in operations:
-                at = operations.index(operation)
-                return operations[max(0, at - before):at + 1]
-        return [operation]
+    def operation(self, address: int) -> Operation | None:
+        """The trace operation whose code holds ``address``; None outside the JIT's code."""
+        found = self._locate(address)
+        return None if found is None else found[0][found[1]]
+
+    def context(self, address: int, before: int = 3) -> list[Operation]:
+        """The operation at ``address`` and the ones just before it in its trace."""
+        found = self._locate(address)
+        if found is None:
+            return []
+        operations, at = found
+        return operations[max(0, at - before):at + 1]
 
 
 def function_of(where: str) -> str:
@@ -182,6 +187,7 @@ def report(code: CodeMap, samples: list[tuple[int, str]], served: int, ops_of: s
            top: int) -> str:
     per_function: collections.Counter[str] = collections.Counter()
     per_operation: collections.Counter[Operation] = collections.Counter()
+    address_of: dict[Operation, int] = {}  # an address each counted operation was sampled at
     for address, obj in samples:
         operation = code.operation(address)
         if operation is None:
@@ -194,6 +200,7 @@ def report(code: CodeMap, samples: list[tuple[int, str]], served: int, ops_of: s
         per_function[f"JIT: {function}"] += 1
         if ops_of and function.startswith(ops_of):
             per_operation[operation] += 1
+            address_of.setdefault(operation, address)
     total = max(len(samples), 1)
     us = 1e6 / SAMPLE_HZ / max(served, 1)  # one sample's share of a request, in µs
     lines = [f"{len(samples):,} samples of user time at {SAMPLE_HZ} Hz, {served:,} requests served meanwhile",
@@ -202,7 +209,7 @@ def report(code: CodeMap, samples: list[tuple[int, str]], served: int, ops_of: s
         lines.append(f"{count * us:12.3f}  {100 * count / total:4.1f}%  {name}")
     for operation, count in per_operation.most_common(top):
         lines.append(f"\n{100 * count / total:4.1f}%  {operation.where}")
-        lines += [f"        +{op.offset}: {op.text[:120]}" for op in code.context(operation)]
+        lines += [f"        +{op.offset}: {op.text[:120]}" for op in code.context(address_of[operation])]
     return "\n".join(lines)
 
 

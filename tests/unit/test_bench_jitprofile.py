@@ -79,8 +79,9 @@ def test_addresses_outside_the_jits_code_map_to_nothing():
 
 def test_the_operations_before_one_come_with_it():
     code = CodeMap(LOG)
-    context = code.context(code.operation(0x7000000 + 500))
+    context = code.context(0x7000000 + 500)
     assert [operation.offset for operation in context] == [256, 300, 340, 500]
+    assert code.context(0x400000) == []  # outside the JIT's code
 
 
 def test_the_report_counts_samples_by_function_and_by_object_in_microseconds_a_request():

@@ -55,10 +55,14 @@ def silent(server, data: bytes, tls: bool = False) -> bytes:
     return reply[: -len(b"MN\r\n")]
 
 
-def parse_stats(reply: bytes) -> dict[str, str]:
-    """``STAT name value`` lines (ending in END) → {name: value}, values as text."""
+def parse_stats(reply: bytes, errors: str = "strict") -> dict[str, str]:
+    """``STAT name value`` lines (ending in END) → {name: value}, values as text.
+
+    `errors` is bytes.decode's: memcached 1.6.18 can end a long unix socket
+    path in `stats conns` with bytes from past the path's buffer.
+    """
     pairs = [line.split(b" ", 2)[1:] for line in reply.split(b"\r\n")[:-2]]
-    return {name.decode(): value.decode() for name, value in pairs}
+    return {name.decode(): value.decode(errors=errors) for name, value in pairs}
 
 
 def stats(server, group: bytes = b"", tls: bool = False) -> dict[str, str]:

@@ -91,6 +91,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--protocol", choices=("binary", "text"), default="binary",
                    help="wire protocol for the throughput rows (default binary; text drops memcaslap's -B)")
     p.add_argument("--memory-mib", type=int, default=1024, help="-m for both servers (default 1024)")
+    p.add_argument("--memcached-threads", type=int, metavar="N",
+                   help="memcached's -t (default its own, 4); -t 1 is mbserver's shape, one thread serving "
+                        "every connection")
     p.add_argument("--client-threads", type=int, default=1, help="memcaslap -T (default 1: one core for it, one for the server)")
     p.add_argument("--items", type=int, default=1_000_000, help="items stored for row (e) (default 1,000,000)")
     p.add_argument("--idle-connections", type=int, default=5000, help="connections held open for row (f) (default 5,000)")
@@ -104,6 +107,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         os.environ["MBSERVER_PYTHON"] = args.server_python
     args.rounds = args.rounds or (2 if args.quick else 5)
     args.duration = args.duration or (2 if args.quick else 5)
+    if args.memcached_threads is not None and args.memcached_threads < 1:
+        p.error("--memcached-threads must be at least 1")
     if unknown := set(args.workloads) - set("abcdefg"):
         p.error(f"unknown workloads {''.join(sorted(unknown))}")
     return args
@@ -152,7 +157,8 @@ def run_throughput(args: argparse.Namespace, report: Report, log_dir: Path, runn
     max_conns = args.idle_connections + 1000
     pair = {}
     for kind in KINDS:
-        pair[kind] = servers.start(kind, args.memory_mib, max_conns, log_dir, "throughput")
+        pair[kind] = servers.start(kind, args.memory_mib, max_conns, log_dir, "throughput",
+                                   memcached_threads=args.memcached_threads)
         running.append(pair[kind])
     for key, base in THROUGHPUT.items():
         if key not in args.workloads:
@@ -206,7 +212,8 @@ def run_memory(args: argparse.Namespace, report: Report, log_dir: Path, running:
     max_conns = args.idle_connections + 1000
     for kind in KINDS:
         if "e" in args.workloads:
-            server = servers.start(kind, args.memory_mib, max_conns, log_dir, "items")
+            server = servers.start(kind, args.memory_mib, max_conns, log_dir, "items",
+                                   memcached_threads=args.memcached_threads)
             running.append(server)
             rss0 = settle_rss(server)
             started = time.monotonic()
@@ -225,7 +232,8 @@ def run_memory(args: argparse.Namespace, report: Report, log_dir: Path, running:
                 f"{(rss1 - rss0) / max(items, 1):.1f} B/item (load {load_s:.1f} s)")
             stop(server, running, report)
         if "f" in args.workloads:
-            server = servers.start(kind, args.memory_mib, max_conns, log_dir, "idle")
+            server = servers.start(kind, args.memory_mib, max_conns, log_dir, "idle",
+                                   memcached_threads=args.memcached_threads)
             running.append(server)
             rss0 = settle_rss(server)
             socks = mcclient.open_idle(server.port, args.idle_connections)
@@ -333,6 +341,7 @@ def render(args: argparse.Namespace, report: Report, info: dict[str, str], start
         f"load average {load[0]} at start, {load[1]} at end",
         f"- software: {info['memcached']}; {info['mbserver']} on {info['python']}; {info['memcaslap']}",
         f"- settings: `-m {args.memory_mib} -c {args.idle_connections + 1000}` for both servers"
+        + (f", memcached `-t {args.memcached_threads}`" if args.memcached_threads is not None else "")
         + (f"; memcaslap `-T {args.client_threads} -c 16`, {args.protocol} protocol, {args.rounds} rounds × "
            f"{args.duration} s per server and workload, alternating memcached, mbserver, ..." if report.rounds else ""),
         "",

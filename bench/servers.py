@@ -46,9 +46,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def command(kind: str, port: int, memory_mib: int, max_conns: int) -> list[str]:
+def command(kind: str, port: int, memory_mib: int, max_conns: int, memcached_threads: int | None = None) -> list[str]:
+    """The command line; ``memcached_threads`` is memcached's -t (its own default, 4, if None)."""
     if kind == "memcached":
         cmd = [MEMCACHED, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", str(memory_mib), "-c", str(max_conns)]
+        if memcached_threads is not None:
+            cmd += ["-t", str(memcached_threads)]
         if os.geteuid() == 0:
             cmd += ["-u", "root"]  # memcached refuses to run as root without it
         return cmd
@@ -106,11 +109,12 @@ class Server:
         return self.proc.returncode
 
 
-def start(kind: str, memory_mib: int, max_conns: int, log_dir: Path, tag: str = "", timeout: float = 15.0) -> Server:
+def start(kind: str, memory_mib: int, max_conns: int, log_dir: Path, tag: str = "", timeout: float = 15.0,
+          memcached_threads: int | None = None) -> Server:
     """Launch one server on a free loopback port and wait until it answers a NOOP."""
     for _attempt in range(3):  # the free port can be taken between probe and bind
         port = free_port()
-        cmd = command(kind, port, memory_mib, max_conns)
+        cmd = command(kind, port, memory_mib, max_conns, memcached_threads)
         log_path = log_dir / f"{kind}{'-' + tag if tag else ''}-{port}.log"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         with open(log_path, "wb") as log:

@@ -1,9 +1,10 @@
 """Start and stop the two servers under test, and read their resident memory.
 
 What lives here: finding a free loopback port, launching memcached and
-mbserver with the same memory and connection limits, waiting until each
-answers, stopping each by its own PID (SIGTERM, then SIGKILL), and VmRSS from
-/proc (of a server started here, or of any PID). What does not: any workload
+mbserver with the same memory and connection limits (and floor.py's
+minimal server), waiting until each answers, stopping each by its own PID
+(SIGTERM, then SIGKILL), and VmRSS from /proc (of a server started here,
+or of any PID). What does not: any workload
 (memaslap.py, mcclient.py, soak.py).
 """
 
@@ -58,6 +59,9 @@ def command(kind: str, port: int, memory_mib: int, max_conns: int, memcached_thr
     if kind == "mbserver":
         # $MBSERVER_PYTHON, if set, runs it (run.py --server-python).
         return server_command(f"127.0.0.1:{port}", "-m", str(memory_mib), "-c", str(max_conns))
+    if kind == "floor":
+        # floor.py's minimal server, on mbserver's interpreter; it has no limits to set.
+        return [server_command()[0], str(Path(__file__).resolve().parent / "floorserver.py"), str(port)]
     raise ValueError(kind)
 
 

@@ -25,7 +25,6 @@ import shlex
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -136,8 +135,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         run.log("floor: interrupted; stopping servers")
         return 130
-    except (servers.ServerError, memaslap.MemaslapError, mcclient.ProtocolError, OSError,
-            subprocess.TimeoutExpired) as exc:
+    except run.FAILURES as exc:
         run.log(f"floor: FAILED: {exc}; server logs in {log_dir}")
         return 1
     finally:

@@ -54,6 +54,10 @@ TARGETS = {
 }
 CPU_TARGETS = {"binary": {"a": 1.3}}  # maximum mbserver/memcached server CPU per operation
 BUSY_TOLERANCE = 0.1
+# What ends a run early with exit status 1 (a server would not start or
+# died, memcaslap failed), here and in floor.py.
+FAILURES = (servers.ServerError, memaslap.MemaslapError, mcclient.ProtocolError, OSError,
+            subprocess.TimeoutExpired)
 BYTES_PER_ITEM_TARGET = 1.25  # maximum mbserver/memcached ratio
 IDLE_RSS_TARGET_MIB = 100
 
@@ -431,8 +435,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         log("bench: interrupted; stopping servers")
         return 130
-    except (servers.ServerError, memaslap.MemaslapError, mcclient.ProtocolError, OSError,
-            subprocess.TimeoutExpired) as exc:
+    except FAILURES as exc:
         log(f"bench: FAILED: {exc}")
         for server in running:
             log(f"--- {server.kind} log tail ({server.log_path}):\n{server.log_tail()}")

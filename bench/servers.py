@@ -1,11 +1,11 @@
-"""Start and stop the two servers under test, and read their resident memory.
+"""Start and stop the servers under test, and read their resident memory.
 
 What lives here: finding a free loopback port, launching memcached and
 mbserver with the same memory and connection limits (and floor.py's
 minimal server), waiting until each answers, stopping each by its own PID
 (SIGTERM, then SIGKILL), and VmRSS from /proc (of a server started here,
-or of any PID). What does not: any workload
-(memaslap.py, mcclient.py, soak.py).
+or of any PID). What does not: any workload (memaslap.py, mcclient.py,
+soak.py).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def command(kind: str, port: int, memory_mib: int, max_conns: int, memcached_thr
         return server_command(f"127.0.0.1:{port}", "-m", str(memory_mib), "-c", str(max_conns))
     if kind == "floor":
         # floor.py's minimal server, on mbserver's interpreter; it has no limits to set.
-        return [server_command()[0], str(Path(__file__).resolve().parent / "floorserver.py"), str(port)]
+        return [server_command()[0], str(REPO / "bench" / "floorserver.py"), str(port)]
     raise ValueError(kind)
 
 

@@ -3,10 +3,10 @@
 What lives here: the per-connection loop that a greenlet runs, the TLS
 handshake, output batching, waiting on the socket with the idle and send
 timeouts, and answering in the hub (``on_readable``, which the readiness
-set calls) when nothing can block. It names no protocol: the first byte picks one from ``protocol``'s
-registry, and that object parses, answers and authenticates. What does not:
-protocols (``protocol/``), semantics and locking (``commands``), or
-listening (``server``).
+set calls) when nothing can block. It names no protocol: the first byte
+picks one from ``protocol``'s registry, and that object parses, answers
+and authenticates. What does not: protocols (``protocol/``), semantics
+and locking (``commands``), or listening (``server``).
 
 Each pass answers every request already buffered and then writes all their
 replies in one send, so a pipelining client gets one write per batch. The

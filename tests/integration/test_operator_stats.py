@@ -224,8 +224,23 @@ def test_crawler_replies_are_memcacheds(start_server):
             # connection to its crawler thread.
             expected = text(reference, request, until=b"\r\n")
             assert text(ours, request, until=b"\r\n") == expected, request
+            if request == b"lru_crawler disable\r\n":
+                _crawler_stopped(reference)
     finally:
         theirs.stop_all()
+
+
+def _crawler_stopped(reference) -> None:
+    """Wait until memcached's crawler thread has gone after its OK to `lru_crawler disable`.
+
+    The thread clears the setting as it exits, so until then a metadump
+    finds it stopping and answers ``ERROR an unknown error happened``;
+    after, ``CLIENT_ERROR lru crawler disabled``, as mbserver does at once.
+    """
+    deadline = time.monotonic() + 10
+    while dict(group(reference, b"settings"))["lru_crawler"] != "no":
+        assert time.monotonic() < deadline, "memcached's crawler thread did not stop"
+        time.sleep(0.01)
 
 
 def dump_fields(reply: bytes) -> list[dict[str, str]]:

@@ -6,14 +6,19 @@ alternating: memcached as it starts by default (four threads), memcached
 with one thread (`-t 1`, mbserver's shape), `floorserver.py` (one epoll
 set, a dict and one struct, under mbserver's interpreter), and mbserver.
 It reports each server's ops/s and CPU time a request, user and system
-apart, from /proc, and each one's ratio to default memcached. What does
-not: the targets (run.py), or where mbserver's own time goes (paths.py,
-instructions.py, jitprofile.py).
+apart, from /proc, and each one's ratio to default memcached. Then run.py's
+memory rows, measured as run.py measures them, on a fresh server of each
+kind: (e) resident bytes per item after 1,000,000 items of 100 B, and (f)
+resident memory with 5,000 idle connections. What does not: the targets
+(run.py), or where mbserver's own time goes (paths.py, instructions.py,
+jitprofile.py).
 
-The floor server's ratio is the most a Python server can reach on that
-interpreter and machine before it keeps anything a cache must keep;
-memcached's `-t 1` row shows what one thread serving every connection
-costs memcached itself.
+The floor server's figures are the most a Python server can reach on that
+interpreter and machine before it keeps anything a cache must keep: at
+(e), a dict from each key to its flags and value, and no more; at (f), a
+socket in an epoll set for each connection, and no greenlet. memcached's
+`-t 1` row shows what one thread serving every connection costs memcached
+itself.
 """
 
 from __future__ import annotations
@@ -43,11 +48,16 @@ SERVERS = (
     ("mbserver", "mbserver", None),
 )
 ROWS = {"a": run.THROUGHPUT["a"], "g": run.THROUGHPUT["g"]}
+MEMORY_ROWS = {
+    "e": f"resident bytes per item, {run.ITEMS:,} items of 100 B",
+    "f": f"resident memory, {run.IDLE_CONNECTIONS:,} idle connections",
+}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python bench/floor.py", description=__doc__.splitlines()[0])
-    p.add_argument("--rows", default="ag", help="which of run.py's rows: a (16 conns), g (1,000 conns); default both")
+    p.add_argument("--rows", default="agef", help="which of run.py's rows: a (16 conns), g (1,000 conns), "
+                   "e (bytes per item), f (idle connections); default all four")
     p.add_argument("--rounds", type=int, default=3, help="rounds per server and row (default 3)")
     p.add_argument("--duration", type=int, default=5, help="seconds per round (default 5)")
     p.add_argument("--output", type=Path, help="also write the Markdown report here")
@@ -55,8 +65,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="the interpreter for mbserver and the floor server (default $MBSERVER_PYTHON, "
                         "else the one running this)")
     args = p.parse_args(argv)
-    if not args.rows or set(args.rows) - set(ROWS):
-        p.error(f"--rows takes a and g, not {args.rows!r}")
+    if not args.rows or set(args.rows) - set(ROWS) - set(MEMORY_ROWS):
+        p.error(f"--rows takes a, g, e and f, not {args.rows!r}")
     if args.rounds < 1 or args.duration < 1:
         p.error("--rounds and --duration must be at least 1")
     if args.server_python:
@@ -67,12 +77,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def measure(args: argparse.Namespace, log_dir: Path, running: list[servers.Server]) -> dict:
     """{(row, label): [(ops/s, user µs a request, system µs a request), ...]}"""
     results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    if not set(args.rows) & set(ROWS):
+        return results
     started = {}
     for label, kind, threads in SERVERS:
         started[label] = servers.start(kind, 1024, 2000, log_dir, label.replace(" ", ""),
                                        memcached_threads=threads)
         running.append(started[label])
-    for row in args.rows:
+    for row in (row for row in args.rows if row in ROWS):
         workload = ROWS[row]
         config = log_dir / f"memaslap-{row}.cfg"
         config.write_text(workload.config())
@@ -92,7 +104,29 @@ def measure(args: argparse.Namespace, log_dir: Path, running: list[servers.Serve
     return results
 
 
-def render(args: argparse.Namespace, results: dict, info: dict[str, str], when: datetime.datetime) -> str:
+def measure_memory(args: argparse.Namespace, log_dir: Path, running: list[servers.Server]) -> dict:
+    """{(row, label): run.item_memory's or run.idle_memory's figures}, each on a fresh server."""
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    for row in (row for row in args.rows if row in MEMORY_ROWS):
+        for label, kind, threads in SERVERS:
+            server = servers.start(kind, 1024, run.IDLE_CONNECTIONS + 1000, log_dir, f"{row}{label.replace(' ', '')}",
+                                   memcached_threads=threads)
+            running.append(server)
+            if row == "e":
+                figures = results[(row, label)] = run.item_memory(server, run.ITEMS)
+                run.log(f"  (e) {label:15} RSS {figures['rss0'] / 2**20:.1f} -> {figures['rss1'] / 2**20:.1f} MiB, "
+                        f"{figures['per_item']:.1f} B an item ({figures['refused']:,} refused)")
+            else:
+                figures = results[(row, label)] = run.idle_memory(server, run.IDLE_CONNECTIONS)
+                run.log(f"  (f) {label:15} RSS {figures['rss0'] / 2**20:.1f} -> {figures['rss1'] / 2**20:.1f} MiB, "
+                        f"{figures['per_conn'] / 1024:.1f} KiB a connection")
+            server.stop()
+            running.remove(server)
+    return results
+
+
+def render(args: argparse.Namespace, results: dict, info: dict[str, str], when: datetime.datetime,
+           memory: dict | None = None) -> str:
     out = [
         "# How close a Python server gets: memcached, memcached -t 1, the floor server, mbserver",
         "",
@@ -101,13 +135,13 @@ def render(args: argparse.Namespace, results: dict, info: dict[str, str], when: 
         f"- machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}",
         f"- software: {info['memcached']}; {info['mbserver']} and the floor server on {info['python']}; "
         f"{info['memcaslap']}",
-        f"- {args.rounds} rounds × {args.duration} s per server and row, alternating; medians; "
-        "ratio to memcached's default",
-        "",
-        "| row | server | ops/s | ratio | user µs a request | system µs a request |",
-        "|---|---|---:|---:|---:|---:|",
+        f"- {args.rounds} rounds × {args.duration} s per server and throughput row, alternating; medians; "
+        "ratio to memcached's default; memory rows once each, on a fresh server",
     ]
-    for row in args.rows:
+    if results:
+        out += ["", "| row | server | ops/s | ratio | user µs a request | system µs a request |",
+                "|---|---|---:|---:|---:|---:|"]
+    for row in (row for row in args.rows if row in ROWS):
         reference = statistics.median(rate for rate, _, _ in results[(row, "memcached")])
         for label, _, _ in SERVERS:
             rounds = results[(row, label)]
@@ -116,7 +150,21 @@ def render(args: argparse.Namespace, results: dict, info: dict[str, str], when: 
             system = statistics.median(r[2] for r in rounds)
             out.append(f"| ({row}) {ROWS[row].label} | {label} | {rate:,.0f} | {rate / reference:.2f}× "
                        f"| {user:.2f} | {system:.2f} |")
-    out += ["", "Every round (ops/s, user + system µs a request):", ""]
+    if memory:
+        out += ["", "| row | server | resident before → after | growth | ratio |", "|---|---|---:|---:|---:|"]
+        for row in (row for row in args.rows if row in MEMORY_ROWS):
+            for label, _, _ in SERVERS:
+                figures = memory[(row, label)]
+                span = f"{figures['rss0'] / 2**20:.1f} → {figures['rss1'] / 2**20:.1f} MiB"
+                if row == "e":
+                    ratio = figures["per_item"] / memory[(row, "memcached")]["per_item"]
+                    out.append(f"| (e) {MEMORY_ROWS[row]} | {label} | {span} | {figures['per_item']:.0f} B an item "
+                               f"| {ratio:.2f}× |")
+                else:
+                    out.append(f"| (f) {MEMORY_ROWS[row]} | {label} | {span} "
+                               f"| {figures['per_conn'] / 1024:.1f} KiB a connection | |")
+    if results:
+        out += ["", "Every round (ops/s, user + system µs a request):", ""]
     for (row, label), rounds in results.items():
         out.append(f"- ({row}) {label}: " + ", ".join(f"{r[0]:,.0f} ({r[1]:.2f}+{r[2]:.2f})" for r in rounds))
     return "\n".join(out) + "\n"
@@ -124,7 +172,7 @@ def render(args: argparse.Namespace, results: dict, info: dict[str, str], when: 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    run.raise_fd_limit(4096)
+    run.raise_fd_limit(run.IDLE_CONNECTIONS + 1000 if "f" in args.rows else 4096)
     signal.signal(signal.SIGTERM, run._interrupt)  # unwinds like Ctrl-C: the servers are stopped
     when = datetime.datetime.now().astimezone()
     info = run.machine()
@@ -132,6 +180,7 @@ def main(argv: list[str]) -> int:
     running: list[servers.Server] = []
     try:
         results = measure(args, log_dir, running)
+        memory = measure_memory(args, log_dir, running)
     except KeyboardInterrupt:
         run.log("floor: interrupted; stopping servers")
         return 130
@@ -142,7 +191,7 @@ def main(argv: list[str]) -> int:
         for server in running:
             server.stop()
     shutil.rmtree(log_dir)
-    text = render(args, results, info, when)
+    text = render(args, results, info, when, memory)
     print("\n" + text)
     if args.output:
         args.output.write_text(text)

@@ -1,8 +1,8 @@
 """The least a Python server can do for memcaslap's binary GETs and SETs: `python bench/floorserver.py PORT`.
 
 What lives here: one thread, one epoll set, a dict of values, and the
-binary protocol's GET, SET, NOOP and FLUSH, parsed with one struct. No
-gevent, no object per connection, no expiry, no memory limit, no
+binary protocol's GET, SET, SETQ, NOOP and FLUSH, parsed with one struct. No
+gevent, nothing per connection but its socket, no expiry, no memory limit, no
 statistics, no lock. bench/floor.py runs it beside memcached and mbserver,
 under the interpreter that runs mbserver, to show what any server written
 in Python pays on this machine before it does anything a cache must do.
@@ -20,7 +20,7 @@ import struct
 import sys
 
 HEADER = struct.Struct(">BBHBBHIIQ")  # magic opcode keylen extlen datatype status bodylen opaque cas
-GET, SET, FLUSH, NOOP = 0x00, 0x01, 0x08, 0x0A
+GET, SET, FLUSH, NOOP, SETQ = 0x00, 0x01, 0x08, 0x0A, 0x11
 RESPONSE = 0x81
 NOT_FOUND, UNKNOWN_COMMAND = 0x0001, 0x0081
 
@@ -42,9 +42,10 @@ def answer(store: dict[bytes, bytes], data: bytes) -> tuple[bytes, bytes]:
                 replies += HEADER.pack(RESPONSE, op, 0, 0, 0, NOT_FOUND, 9, opaque, 0) + b"Not found"
             else:
                 replies += HEADER.pack(RESPONSE, op, 0, 4, 0, 0, len(stored), opaque, 1) + stored
-        elif op == SET:
+        elif op == SET or op == SETQ:  # SETQ: bench/run.py's row (e) loads with it, unanswered
             store[key] = data[at + 24 : at + 28] + data[key_at + keylen : end]
-            replies += HEADER.pack(RESPONSE, op, 0, 0, 0, 0, 0, opaque, 1)
+            if op == SET:
+                replies += HEADER.pack(RESPONSE, op, 0, 0, 0, 0, 0, opaque, 1)
         elif op in (FLUSH, NOOP):
             if op == FLUSH:
                 store.clear()

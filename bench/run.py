@@ -58,6 +58,8 @@ BUSY_TOLERANCE = 0.1
 # died, memcaslap failed), here and in floor.py.
 FAILURES = (servers.ServerError, memaslap.MemaslapError, mcclient.ProtocolError, OSError,
             subprocess.TimeoutExpired)
+ITEMS = 1_000_000  # row (e): items of 100 B stored
+IDLE_CONNECTIONS = 5000  # row (f): connections held open
 BYTES_PER_ITEM_TARGET = 1.25  # maximum mbserver/memcached ratio
 IDLE_RSS_TARGET_MIB = 100
 
@@ -99,8 +101,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="memcached's -t (default its own, 4); -t 1 is mbserver's shape, one thread serving "
                         "every connection")
     p.add_argument("--client-threads", type=int, default=1, help="memcaslap -T (default 1: one core for it, one for the server)")
-    p.add_argument("--items", type=int, default=1_000_000, help="items stored for row (e) (default 1,000,000)")
-    p.add_argument("--idle-connections", type=int, default=5000, help="connections held open for row (f) (default 5,000)")
+    p.add_argument("--items", type=int, default=ITEMS, help="items stored for row (e) (default 1,000,000)")
+    p.add_argument("--idle-connections", type=int, default=IDLE_CONNECTIONS, help="connections held open for row (f) (default 5,000)")
     p.add_argument("--output", type=Path, default=HERE / "results.md", help="where the Markdown report goes")
     p.add_argument("--server-python", metavar="PYTHON",
                    help="the interpreter that runs mbserver, e.g. .venv-pypy/bin/python for PyPy "
@@ -212,6 +214,34 @@ def settle_rss(server: servers.Server) -> int:
     return server.rss_bytes()
 
 
+def item_memory(server: servers.Server, count: int) -> dict[str, float]:
+    """Row (e) on one fresh server: its resident memory before and after
+    ``count`` items of 100 B, stored with pipelined SETQ; how many it
+    refused, and the growth an item stored."""
+    rss0 = settle_rss(server)
+    started = time.monotonic()
+    refused = mcclient.bulk_load(server.port, count, 100)
+    load_s = time.monotonic() - started
+    rss1 = settle_rss(server)
+    stored = max(count - refused, 1)
+    return {"rss0": rss0, "rss1": rss1, "refused": refused, "per_item": (rss1 - rss0) / stored, "load_s": load_s}
+
+
+def idle_memory(server: servers.Server, count: int, while_open=None) -> dict[str, float]:
+    """Row (f) on one fresh server: its resident memory before and while
+    ``count`` connections it has answered stay open and idle.
+    ``while_open()``, if given, runs before they close; its dict is added."""
+    rss0 = settle_rss(server)
+    socks = mcclient.open_idle(server.port, count)
+    try:
+        rss1 = settle_rss(server)
+        extra = while_open() if while_open else {}
+    finally:
+        for sock in socks:
+            sock.close()
+    return {"rss0": rss0, "rss1": rss1, "conns": len(socks), "per_conn": (rss1 - rss0) / max(len(socks), 1), **extra}
+
+
 def run_memory(args: argparse.Namespace, report: Report, log_dir: Path, running: list[servers.Server]) -> None:
     max_conns = args.idle_connections + 1000
     for kind in KINDS:
@@ -219,38 +249,28 @@ def run_memory(args: argparse.Namespace, report: Report, log_dir: Path, running:
             server = servers.start(kind, args.memory_mib, max_conns, log_dir, "items",
                                    memcached_threads=args.memcached_threads)
             running.append(server)
-            rss0 = settle_rss(server)
-            started = time.monotonic()
-            refused = mcclient.bulk_load(server.port, args.items, 100)
-            load_s = time.monotonic() - started
+            memory = item_memory(server, args.items)
+            # The server's own count, and the growth per item it holds.
             stats = mcclient.stats(server.port)
-            rss1 = settle_rss(server)
             items = int(stats["curr_items"])
-            if items != args.items or refused:
-                report.notes.append(f"{kind}: stored {items:,} of {args.items:,} items ({refused:,} SETQ refused, "
-                                    f"{stats.get('evictions', '?')} evictions)")
-            report.memory[kind] = {"rss0": rss0, "rss1": rss1, "items": items,
-                                   "per_item": (rss1 - rss0) / max(items, 1), "load_s": load_s,
-                                   "bytes_stat": int(stats.get("bytes", 0))}
-            log(f"  (e) {kind:9} {items:,} items: RSS {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB, "
-                f"{(rss1 - rss0) / max(items, 1):.1f} B/item (load {load_s:.1f} s)")
+            if items != args.items or memory["refused"]:
+                report.notes.append(f"{kind}: stored {items:,} of {args.items:,} items ({memory['refused']:,} SETQ "
+                                    f"refused, {stats.get('evictions', '?')} evictions)")
+            memory.update(items=items, per_item=(memory["rss1"] - memory["rss0"]) / max(items, 1),
+                          bytes_stat=int(stats.get("bytes", 0)))
+            report.memory[kind] = memory
+            log(f"  (e) {kind:9} {items:,} items: RSS {memory['rss0'] / 2**20:.1f} -> {memory['rss1'] / 2**20:.1f} "
+                f"MiB, {memory['per_item']:.1f} B/item (load {memory['load_s']:.1f} s)")
             stop(server, running, report)
         if "f" in args.workloads:
             server = servers.start(kind, args.memory_mib, max_conns, log_dir, "idle",
                                    memcached_threads=args.memcached_threads)
             running.append(server)
-            rss0 = settle_rss(server)
-            socks = mcclient.open_idle(server.port, args.idle_connections)
-            try:
-                rss1 = settle_rss(server)
-                open_conns = int(mcclient.stats(server.port)["curr_connections"])
-            finally:
-                for sock in socks:
-                    sock.close()
-            report.idle[kind] = {"rss0": rss0, "rss1": rss1, "conns": len(socks), "server_conns": open_conns,
-                                 "per_conn": (rss1 - rss0) / max(len(socks), 1)}
-            log(f"  (f) {kind:9} {len(socks):,} idle connections (server counts {open_conns:,}): "
-                f"RSS {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB")
+            idle = idle_memory(server, args.idle_connections, lambda: {
+                "server_conns": int(mcclient.stats(server.port)["curr_connections"])})
+            report.idle[kind] = idle
+            log(f"  (f) {kind:9} {idle['conns']:,} idle connections (server counts {idle['server_conns']:,}): "
+                f"RSS {idle['rss0'] / 2**20:.1f} -> {idle['rss1'] / 2**20:.1f} MiB")
             stop(server, running, report)
 
 

@@ -1,4 +1,4 @@
-"""bench/floorserver.py's answers and bench/floor.py's command line, with no sockets.
+"""bench/floorserver.py's answers and bench/floor.py's command line and report, with no sockets.
 
 The floor server is the least a Python server does for memcaslap's binary
 GETs and SETs; its replies must still be ones memcaslap and a client accept,
@@ -8,6 +8,7 @@ client: tests/integration/test_bench_floor.py.
 
 from __future__ import annotations
 
+import datetime
 import struct
 import sys
 from pathlib import Path
@@ -71,13 +72,39 @@ def test_pipelined_requests_are_answered_in_order_and_flush_empties():
     assert rest == SET[:5] and store == {}
 
 
-def test_floor_runs_rows_a_and_g_by_default():
+def test_setq_stores_without_a_reply_as_run_py_loads_row_e():
+    store: dict[bytes, bytes] = {}
+    setq = request(0x11, b"q" * 16, struct.pack(">II", 5, 0), b"w" * 100)
+    reply, rest = answer(store, setq + setq.replace(b"w" * 100, b"x" * 100) + request(0x0A, opaque=3))
+    assert (replies(reply), rest) == ([(0x0A, 0, 3, b"")], b"")
+    assert store == {b"q" * 16: struct.pack(">I", 5) + b"x" * 100}
+
+
+def test_floor_runs_every_row_by_default():
     args = floor.parse_args([])
-    assert (args.rows, args.rounds, args.duration) == ("ag", 3, 5)
+    assert (args.rows, args.rounds, args.duration) == ("agef", 3, 5)
     assert floor.ROWS["g"].connections == 1000 and floor.ROWS["a"].connections == 16
 
 
-@pytest.mark.parametrize("argv", [["--rows", "ab"], ["--rows", ""], ["--rounds", "0"], ["--duration", "0"]])
+def test_the_memory_rows_report_each_server_against_memcached():
+    args = floor.parse_args(["--rows", "fe"])
+    memory = {}
+    for n, (label, _, _) in enumerate(floor.SERVERS):
+        memory[("e", label)] = {"rss0": 2**20, "rss1": 101 * 2**20, "per_item": 200.0 + 100 * n, "refused": 0}
+        memory[("f", label)] = {"rss0": 2**20, "rss1": 11 * 2**20, "per_conn": 2048.0 * (n + 1)}
+    info = dict.fromkeys(("nproc", "cpu", "kernel", "memcached", "mbserver", "python", "memcaslap"), "?")
+    lines = floor.render(args, {}, info, datetime.datetime(2026, 12, 1), memory).splitlines()
+    assert not [line for line in lines if "ops/s" in line or "Every round" in line]  # no throughput rows
+    rows = [line for line in lines if line.startswith("| (")]
+    assert rows[0].startswith("| (f) resident memory, 5,000 idle connections | memcached | 1.0 → 11.0 MiB | 2.0 KiB")
+    assert rows[6] == ("| (e) resident bytes per item, 1,000,000 items of 100 B | floor server | 1.0 → 101.0 MiB "
+                       "| 400 B an item | 2.00× |")
+    assert len(rows) == 8
+
+
+@pytest.mark.parametrize(
+    "argv", [["--rows", "ab"], ["--rows", "x"], ["--rows", ""], ["--rounds", "0"], ["--duration", "0"]]
+)
 def test_floor_refuses_what_it_cannot_run(argv, capsys):
     with pytest.raises(SystemExit) as exited:
         floor.parse_args(argv)

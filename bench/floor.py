@@ -101,6 +101,8 @@ def measure(args: argparse.Namespace, log_dir: Path, running: list[servers.Serve
                 results.setdefault((row, label), []).append(entry)
                 run.log(f"  ({row}) round {r + 1}/{args.rounds} {label:15} {entry[0]:>10,.0f} ops/s  "
                         f"cpu {entry[1]:.2f}+{entry[2]:.2f} us/op")
+    for server in started.values():  # not left running beside the memory rows' fresh servers
+        run.stop(server, running)
     return results
 
 
@@ -120,8 +122,7 @@ def measure_memory(args: argparse.Namespace, log_dir: Path, running: list[server
                 figures = results[(row, label)] = run.idle_memory(server, run.IDLE_CONNECTIONS)
                 run.log(f"  (f) {label:15} RSS {figures['rss0'] / 2**20:.1f} -> {figures['rss1'] / 2**20:.1f} MiB, "
                         f"{figures['per_conn'] / 1024:.1f} KiB a connection")
-            server.stop()
-            running.remove(server)
+            run.stop(server, running)
     return results
 
 

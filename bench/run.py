@@ -201,11 +201,12 @@ def run_throughput(args: argparse.Namespace, report: Report, log_dir: Path, runn
         stop(pair[kind], running, report)
 
 
-def stop(server: servers.Server, running: list[servers.Server], report: Report) -> None:
+def stop(server: servers.Server, running: list[servers.Server], report: Report | None = None) -> None:
+    """Stop a server this run started and forget it; a bad exit on SIGTERM goes in the report's notes."""
     was_alive = server.proc.poll() is None
     code = server.stop()
     running.remove(server)
-    if was_alive and code not in (0, -signal.SIGTERM):
+    if report is not None and was_alive and code not in (0, -signal.SIGTERM):
         report.notes.append(f"{server.kind} (pid {server.pid}) exited with {code} on SIGTERM")
 
 
